@@ -1,0 +1,922 @@
+"""Gymnasium adapters over the ML-Agents low-level API, and the edge that launches Unity players.
+
+* ``UnityGymEnv``: one agent of one behaviour as a ``gymnasium.Env``.
+* ``UnityVectorEnv``: N areas (agents) of one behaviour as a ``gymnasium.vector.VectorEnv``, so that
+  one protocol exchange advances N environments.
+* ``launch_unity``: the only function that starts a process; it reserves a port, retries and
+  returns a ``BaseEnv`` that frees everything on ``close()``.
+* ``make_unity_env``: the RLlib env creator (``env_config`` = the spec's ``environment`` section).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import itertools
+import os
+import queue
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias, cast
+
+import grpc
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+with warnings.catch_warnings():
+    # mlagents-envs 0.28's generated code uses protobuf 3's deprecated descriptor factories.
+    warnings.filterwarnings("ignore", message="Call to deprecated create function", category=DeprecationWarning)
+    from mlagents_envs.base_env import (
+        ActionTuple,
+        BaseEnv,
+        BehaviorSpec,
+        DecisionSteps,
+        TerminalSteps,
+    )
+    from mlagents_envs.communicator import PollCallback
+    from mlagents_envs.communicator_objects.unity_input_pb2 import UnityInputProto
+    from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
+    from mlagents_envs.communicator_objects.unity_output_pb2 import UnityOutputProto
+    from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import (
+        UnityToExternalProtoServicer,
+        add_UnityToExternalProtoServicer_to_server,
+    )
+    from mlagents_envs.environment import UnityEnvironment
+    from mlagents_envs.exception import (
+        UnityEnvironmentException,
+        UnityTimeOutException,
+        UnityWorkerInUseException,
+    )
+    from mlagents_envs.rpc_communicator import RpcCommunicator
+    from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
+    from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
+    from mlagents_envs.side_channel.side_channel import SideChannel
+
+Obs: TypeAlias = Any
+LOOPBACK = "127.0.0.1"
+DEFAULT_BASE_PORT = 5005
+PORT_SPAN = 2000
+"""How many ports above ``base_port`` are probed before giving up."""
+PROCESS_POLL_S = 1.0
+"""How often a waiting exchange checks that the player process is still alive."""
+
+
+class UnityEnvError(RuntimeError):
+    """The Unity player could not be launched, reached or kept alive."""
+
+
+# --------------------------------------------------------------------------------------------
+# Communicator: loopback only, queue hand-off
+
+
+class _QueueServicer(UnityToExternalProtoServicer):  # type: ignore[misc]
+    """Hands each Unity request to the trainer thread and waits for its reply.
+
+    mlagents' servicer uses a ``multiprocessing.Pipe``, which pickles every message (a full
+    serialise + parse with pure-Python protobuf) and polls; two ``SimpleQueue`` objects pass the
+    parsed message by reference.
+    """
+
+    def __init__(self) -> None:
+        self.to_trainer: queue.SimpleQueue[UnityMessageProto] = queue.SimpleQueue()
+        self.to_unity: queue.SimpleQueue[UnityMessageProto | None] = queue.SimpleQueue()
+
+    def Exchange(self, request: UnityMessageProto, context: grpc.ServicerContext) -> UnityMessageProto:  # noqa: N802
+        self.to_trainer.put(request)
+        while True:
+            try:
+                reply = self.to_unity.get(timeout=PROCESS_POLL_S)
+            except queue.Empty:
+                if not context.is_active():  # the player vanished while the trainer thought
+                    context.abort(grpc.StatusCode.CANCELLED, "player disconnected")
+                continue
+            if reply is None:  # close(): release this handler thread
+                context.abort(grpc.StatusCode.UNAVAILABLE, "trainer closed")
+            return reply
+
+
+class LoopbackCommunicator(RpcCommunicator):  # type: ignore[misc]
+    """``RpcCommunicator`` bound to 127.0.0.1 only, without SO_REUSEPORT, with a queue hand-off."""
+
+    def create_server(self) -> None:
+        """Start the gRPC server; a taken port raises ``UnityWorkerInUseException``."""
+        self.check_port(self.port)
+        servicer = _QueueServicer()
+        # SO_REUSEPORT (grpc's default on Linux, and mlagents' setting) would let two servers share
+        # a port silently; without it a taken port fails here and the launcher moves on.
+        server = grpc.server(ThreadPoolExecutor(max_workers=2), options=(("grpc.so_reuseport", 0),))
+        add_UnityToExternalProtoServicer_to_server(servicer, server)
+        try:
+            bound = server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+        except RuntimeError as error:
+            raise UnityWorkerInUseException(self.worker_id) from error
+        if bound != self.port:
+            raise UnityWorkerInUseException(self.worker_id)
+        server.start()
+        self.server = server
+        self.unity_to_external = servicer
+        self.is_open = True
+
+    def check_port(self, port: int) -> None:
+        """Fail fast when something already listens on the loopback port."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError as error:
+                raise UnityWorkerInUseException(self.worker_id) from error
+
+    def _receive(self, poll_callback: PollCallback | None) -> UnityMessageProto:
+        servicer: _QueueServicer = self.unity_to_external
+        waited = 0.0
+        while waited < self.timeout_wait:
+            try:
+                return servicer.to_trainer.get(timeout=PROCESS_POLL_S)
+            except queue.Empty:
+                waited += PROCESS_POLL_S
+            if poll_callback is not None:
+                poll_callback()  # raises when the player process has exited
+        raise UnityTimeOutException(
+            f"127.0.0.1:{self.port}: the Unity player sent nothing for {self.timeout_wait} s"
+        )
+
+    def initialize(self, inputs: UnityInputProto, poll_callback: PollCallback | None = None) -> UnityOutputProto:
+        """Run the two-message handshake; return Unity's initialization output."""
+        first = self._receive(poll_callback)
+        message = UnityMessageProto()
+        message.header.status = 200
+        message.unity_input.CopyFrom(inputs)
+        self.unity_to_external.to_unity.put(message)
+        self._receive(poll_callback)
+        return first.unity_output
+
+    def exchange(self, inputs: UnityInputProto, poll_callback: PollCallback | None = None) -> UnityOutputProto | None:
+        """Send one input, wait for Unity's next output (None when Unity closed)."""
+        message = UnityMessageProto()
+        message.header.status = 200
+        message.unity_input.CopyFrom(inputs)
+        self.unity_to_external.to_unity.put(message)
+        output = self._receive(poll_callback)
+        if output.header.status != 200:
+            return None
+        return output.unity_output
+
+    def close(self) -> None:
+        """Tell Unity to quit (status 400), release a waiting handler and stop the server."""
+        if not self.is_open:
+            return
+        self.is_open = False
+        farewell = UnityMessageProto()
+        farewell.header.status = 400
+        self.unity_to_external.to_unity.put(farewell)
+        self.unity_to_external.to_unity.put(None)
+        self.server.stop(grace=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Ports
+
+
+@dataclass
+class PortLease:
+    """A loopback port reserved for one player, held by an exclusive ``flock`` on a lock file."""
+
+    port: int
+    _lock_fd: int
+
+    def release(self) -> None:
+        """Free the port for other processes (idempotent)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing drops the flock; a crashed process drops it too
+            self._lock_fd = -1
+
+
+def _lock_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / "rlrunner-ports"
+    path.mkdir(mode=0o777, exist_ok=True)
+    return path
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def reserve_port(base_port: int, span: int = PORT_SPAN, skip: Sequence[int] = ()) -> PortLease:
+    """Reserve the first free loopback port in [base_port, base_port + span), across processes."""
+    directory = _lock_dir()
+    for port in range(base_port, min(base_port + span, 65536)):
+        if port in skip:
+            continue
+        fd = os.open(directory / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if _port_is_free(port):
+            return PortLease(port, fd)
+        os.close(fd)
+    raise UnityEnvError(f"127.0.0.1:{base_port}-{base_port + span - 1}: no free port for a Unity player")
+
+
+# --------------------------------------------------------------------------------------------
+# The BaseEnv with a lease, a quiet atexit hook and clean teardown
+
+
+class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
+    """``UnityEnvironment`` on a loopback port lease that cleans up after itself, even after a crash."""
+
+    def __init__(self, lease: PortLease, **kwargs: Any) -> None:
+        self._lease = lease
+        try:
+            super().__init__(base_port=lease.port, worker_id=0, **kwargs)
+        except BaseException:
+            self._teardown()
+            raise
+
+    @staticmethod
+    def _get_communicator(worker_id: int, base_port: int, timeout_wait: int) -> RpcCommunicator:
+        return LoopbackCommunicator(worker_id, base_port, timeout_wait)
+
+    @property
+    def port(self) -> int:
+        """The loopback port of this player."""
+        return self._lease.port
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The player process (None after close)."""
+        return cast("subprocess.Popen[bytes] | None", getattr(self, "_process", None))
+
+    def close(self) -> None:
+        """Stop the player and free its port (idempotent)."""
+        self._teardown()
+
+    def _teardown(self) -> None:
+        # UnityEnvironment registers this hook before it can fail; left in place it prints an
+        # AttributeError at exit and keeps every closed environment alive until then.
+        atexit.unregister(self._close)
+        communicator = getattr(self, "_communicator", None)
+        if communicator is not None:
+            with contextlib.suppress(Exception):
+                communicator.close()
+        self._loaded = False
+        process = getattr(self, "_process", None)
+        if process is not None:
+            _stop_process(process, timeout_s=5.0)
+            self._process = None
+        self._lease.release()
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# Launching
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Everything ``launch_unity`` needs besides the executable."""
+
+    base_port: int = DEFAULT_BASE_PORT
+    no_graphics: bool = True
+    player_args: tuple[str, ...] = ()
+    time_scale: float = 20.0
+    parameters: Mapping[str, float] | None = None
+    timeout_s: float = 60.0
+    num_areas: int = 1
+    seed: int = 0
+    log_dir: str | None = None
+    attempts: int = 20
+
+
+_instance_counter = itertools.count()
+
+
+def launch_unity(executable: Path, options: LaunchOptions) -> ManagedUnityEnvironment:
+    """Start a player on a free loopback port and connect to it; retry when a port is taken."""
+    _check_executable(executable)
+    # The bundled player's wrapper runs this interpreter (the one with rlrunner's dependencies).
+    os.environ.setdefault("RLRUNNER_PYTHON", sys.executable)
+    tried: list[int] = []
+    for _ in range(options.attempts):
+        lease = reserve_port(options.base_port, skip=tried)
+        tried.append(lease.port)
+        try:
+            return ManagedUnityEnvironment(lease, **_environment_kwargs(executable, lease.port, options))
+        except UnityWorkerInUseException:
+            continue  # taken by a process that does not use our locks; the lease is released
+        except UnityTimeOutException as error:
+            raise UnityEnvError(_timeout_message(executable, lease.port, options)) from error
+        except UnityEnvironmentException as error:
+            raise UnityEnvError(f"{executable}: {error}") from error
+    raise UnityEnvError(f"{executable}: ports {tried} were all taken; set environment.base_port elsewhere")
+
+
+def _check_executable(executable: Path) -> None:
+    if not executable.is_file():
+        raise UnityEnvError(f"{executable}: no such Unity player executable")
+    if not os.access(executable, os.X_OK):
+        raise UnityEnvError(f"{executable}: not executable (chmod +x it)")
+
+
+def _environment_kwargs(executable: Path, port: int, options: LaunchOptions) -> dict[str, Any]:
+    args = list(options.player_args)
+    if options.log_dir is not None and "-logfile" not in (a.lower() for a in args):
+        Path(options.log_dir).mkdir(parents=True, exist_ok=True)
+        log_file = Path(options.log_dir) / f"Player-{port}-{os.getpid()}-{next(_instance_counter)}.log"
+        args += ["-logFile", str(log_file)]
+    return {
+        "file_name": str(executable),
+        "seed": options.seed,
+        "no_graphics": options.no_graphics,
+        "timeout_wait": max(int(options.timeout_s), 1),
+        "additional_args": args,
+        "side_channels": _side_channels(options),
+        "num_areas": options.num_areas,
+    }
+
+
+def _side_channels(options: LaunchOptions) -> list[SideChannel]:
+    engine = EngineConfigurationChannel()
+    engine.set_configuration_parameters(time_scale=options.time_scale)
+    parameters = EnvironmentParametersChannel()
+    for key, value in (options.parameters or {}).items():
+        parameters.set_float_parameter(key, float(value))
+    return [engine, parameters]
+
+
+def _timeout_message(executable: Path, port: int, options: LaunchOptions) -> str:
+    return (
+        f"{executable}: the player did not connect to 127.0.0.1:{port} within {options.timeout_s:g} s. "
+        "Check that it is a Linux ML-Agents build (communication API 1.x) with an agent whose "
+        "Behavior Type is Default, that it starts headless (no_graphics: true on a server), and its "
+        f"player log{' in ' + options.log_dir if options.log_dir else ' (set environment.log_dir)'}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Spaces and conversions shared by both adapters
+
+
+class _ActionFlattener:
+    """Maps a Discrete index to one action per branch (the Cartesian product, as in UnityToGymWrapper)."""
+
+    def __init__(self, branches: Sequence[int]) -> None:
+        self.branches = tuple(branches)
+        self.table = np.array(list(itertools.product(*(range(b) for b in branches))), dtype=np.int32)
+
+    def mask(self, branch_masks: Sequence[np.ndarray]) -> np.ndarray:
+        """Allowed flat actions given per-branch allowed vectors (rows = agents)."""
+        allowed = np.ones((branch_masks[0].shape[0], len(self.table)), dtype=bool)
+        for branch, branch_mask in enumerate(branch_masks):
+            allowed &= branch_mask[:, self.table[:, branch]]
+        return allowed
+
+
+@dataclass
+class _Converter:
+    """Observation/action spaces of one behaviour and the conversions to and from mlagents arrays."""
+
+    spec: BehaviorSpec
+    uint8_visual: bool
+    flatten_branched: bool
+    allow_multiple_obs: bool
+
+    def __post_init__(self) -> None:
+        action_spec = self.spec.action_spec
+        if action_spec.continuous_size > 0 and action_spec.discrete_size > 0:
+            raise UnityEnvError("unity_env: hybrid (continuous + discrete) actions are not supported")
+        self.visual = [i for i, o in enumerate(self.spec.observation_specs) if len(o.shape) == 3]
+        self.vector = [i for i, o in enumerate(self.spec.observation_specs) if len(o.shape) != 3]
+        if not self.visual and not self.vector:
+            raise UnityEnvError("unity_env: the behaviour has no observations")
+        self.vector_size = int(sum(np.prod(self.spec.observation_specs[i].shape) for i in self.vector))
+        self.flattener = (
+            _ActionFlattener(action_spec.discrete_branches)
+            if self.flatten_branched and action_spec.discrete_size > 1
+            else None
+        )
+        self.observation_space = self._observation_space()
+        self.action_space = self._action_space()
+
+    def _visual_space(self, index: int) -> spaces.Box:
+        shape = self.spec.observation_specs[index].shape
+        if self.uint8_visual:
+            return spaces.Box(0, 255, shape, dtype=np.uint8)
+        return spaces.Box(0.0, 1.0, shape, dtype=np.float32)
+
+    def _vector_space(self) -> spaces.Box:
+        return spaces.Box(-np.inf, np.inf, (self.vector_size,), dtype=np.float32)
+
+    def _observation_space(self) -> spaces.Space[Any]:
+        if self.allow_multiple_obs:
+            parts: list[spaces.Space[Any]] = [self._visual_space(i) for i in self.visual]
+            if self.vector:
+                parts.append(self._vector_space())
+            return spaces.Tuple(parts)
+        if self.visual:
+            return self._visual_space(self.visual[0])
+        return self._vector_space()
+
+    def _action_space(self) -> spaces.Space[Any]:
+        action_spec = self.spec.action_spec
+        if action_spec.continuous_size > 0:
+            return spaces.Box(-1.0, 1.0, (action_spec.continuous_size,), dtype=np.float32)
+        branches = action_spec.discrete_branches
+        if len(branches) == 1:
+            return spaces.Discrete(branches[0])
+        if self.flattener is not None:
+            return spaces.Discrete(len(self.flattener.table))
+        return spaces.MultiDiscrete(list(branches))
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether actions are discrete (masks are reported)."""
+        return self.spec.action_spec.discrete_size > 0
+
+    def observations(self, obs: Sequence[np.ndarray], rows: np.ndarray | slice) -> Obs:
+        """Gym observations for the given agent rows (batched along the first axis)."""
+        if self.allow_multiple_obs:
+            parts = [self._visual(obs[i][rows]) for i in self.visual]
+            if self.vector:
+                parts.append(self._vector(obs, rows))
+            return tuple(parts)
+        if self.visual:
+            return self._visual(obs[self.visual[0]][rows])
+        return self._vector(obs, rows)
+
+    def _visual(self, array: np.ndarray) -> np.ndarray:
+        if self.uint8_visual:
+            return cast(np.ndarray, (array * 255.0).astype(np.uint8))
+        return array.astype(np.float32, copy=False)
+
+    def _vector(self, obs: Sequence[np.ndarray], rows: np.ndarray | slice) -> np.ndarray:
+        if len(self.vector) == 1 and obs[self.vector[0]].ndim == 2:
+            return obs[self.vector[0]][rows].astype(np.float32, copy=False)
+        parts = [obs[i][rows].reshape(len(obs[i][rows]), -1) for i in self.vector]
+        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+    def action_tuple(self, actions: np.ndarray) -> ActionTuple:
+        """An ``ActionTuple`` for a batch of gym actions (first axis = agents)."""
+        if self.spec.action_spec.continuous_size > 0:
+            return ActionTuple(continuous=np.asarray(actions, dtype=np.float32).reshape(len(actions), -1))
+        discrete = np.asarray(actions, dtype=np.int32).reshape(len(actions), -1)
+        if self.flattener is not None:
+            discrete = self.flattener.table[discrete[:, 0]]
+        return ActionTuple(discrete=discrete)
+
+    def noop(self, count: int) -> ActionTuple:
+        """Zero actions (the conventional no-op) for ``count`` agents."""
+        return cast(ActionTuple, self.spec.action_spec.empty_action(count))
+
+    def allowed_actions(self, decision: DecisionSteps, rows: np.ndarray | slice) -> Any:
+        """The gymnasium-style mask (1 = allowed) of the given rows, or all-ones without masks."""
+        branches = self.spec.action_spec.discrete_branches
+        count = len(np.arange(len(decision))[rows])
+        if decision.action_mask is None:
+            per_branch = [np.ones((count, b), dtype=bool) for b in branches]
+        else:
+            per_branch = [~np.asarray(m[rows], dtype=bool) for m in decision.action_mask]
+        if self.flattener is not None:
+            return self.flattener.mask(per_branch).astype(np.int8)
+        if len(branches) == 1:
+            return per_branch[0].astype(np.int8)
+        return tuple(m.astype(np.int8) for m in per_branch)
+
+    def all_allowed(self, count: int) -> Any:
+        """An all-ones mask for ``count`` agents (terminal steps carry no mask)."""
+        branches = self.spec.action_spec.discrete_branches
+        if self.flattener is not None:
+            return np.ones((count, len(self.flattener.table)), dtype=np.int8)
+        if len(branches) == 1:
+            return np.ones((count, branches[0]), dtype=np.int8)
+        return tuple(np.ones((count, b), dtype=np.int8) for b in branches)
+
+
+def _single_behavior(env: BaseEnv) -> str:
+    if not env.behavior_specs:
+        env.reset()  # specs arrive with the first message that carries agents
+    names = list(env.behavior_specs)
+    if len(names) != 1:
+        raise UnityEnvError(
+            f"unity_env: the environment has {len(names)} behaviours ({', '.join(names) or 'none'}); "
+            "this adapter drives exactly one (use one behaviour per Unity build)"
+        )
+    return names[0]
+
+
+def _rewards(steps: DecisionSteps | TerminalSteps) -> np.ndarray:
+    # Group rewards are part of the agent's return (Ray PR #24016 fixed the same omission).
+    return cast(np.ndarray, steps.reward + steps.group_reward)
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(part[0] for part in value)
+    return value[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Single agent
+
+
+class UnityGymEnv(gymnasium.Env[Obs, Any]):
+    """One agent of one ML-Agents behaviour as a gymnasium environment."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        env: BaseEnv,
+        *,
+        uint8_visual: bool = False,
+        flatten_branched: bool = False,
+        allow_multiple_obs: bool = False,
+        max_episode_steps: int | None = None,
+    ) -> None:
+        self._env = env
+        self._behavior = _single_behavior(env)
+        self._conv = _Converter(env.behavior_specs[self._behavior], uint8_visual, flatten_branched, allow_multiple_obs)
+        self.observation_space = self._conv.observation_space
+        self.action_space = self._conv.action_space
+        self._max_episode_steps = max_episode_steps
+        self._agent_id = -1
+        self._steps = 0
+        # The first decision of a new episode, when Unity already sent it (after env.reset() in
+        # _single_behavior, or beside a terminal step): reset() then needs no exchange.
+        self._fresh: DecisionSteps | None = None
+        self._needs_reset = True
+        self._closed = False
+        decision, _ = env.get_steps(self._behavior)
+        if len(decision):
+            self._fresh = decision
+
+    @property
+    def unity_env(self) -> BaseEnv:
+        """The underlying ML-Agents environment."""
+        return self._env
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
+        """Start an episode: reuse Unity's pending first decision, or send RESET."""
+        super().reset(seed=seed)
+        decision = self._fresh
+        if decision is None:
+            self._env.reset()
+            decision = self._await_decision()
+        self._fresh = None
+        self._check_one_agent(decision)
+        self._agent_id = int(decision.agent_id[0])
+        self._steps = 0
+        self._needs_reset = False
+        return _first(self._conv.observations(decision.obs, slice(0, 1))), self._info(decision)
+
+    def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """Send one action; return (obs, reward, terminated, truncated, info)."""
+        if self._needs_reset:
+            raise UnityEnvError("unity_env: step() called before reset() or after the episode ended")
+        self._env.set_actions(self._behavior, self._conv.action_tuple(np.asarray([action])))
+        self._env.step()
+        reward = 0.0
+        while True:
+            decision, terminal = self._env.get_steps(self._behavior)
+            if len(terminal) and self._agent_id in terminal.agent_id:
+                return self._end_episode(decision, terminal, reward)
+            if len(decision) and self._agent_id in decision.agent_id:
+                break
+            # The agent did not ask for a decision this Academy step; keep the clock running.
+            reward += float(_rewards(decision)[0]) if len(decision) else 0.0
+            self._env.step()
+        self._check_one_agent(decision)
+        self._steps += 1
+        truncated = self._max_episode_steps is not None and self._steps >= self._max_episode_steps
+        self._needs_reset = truncated
+        obs = _first(self._conv.observations(decision.obs, slice(0, 1)))
+        return obs, reward + float(_rewards(decision)[0]), False, truncated, self._info(decision)
+
+    def _end_episode(
+        self, decision: DecisionSteps, terminal: TerminalSteps, reward: float
+    ) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        row = int(np.flatnonzero(terminal.agent_id == self._agent_id)[0])
+        interrupted = bool(terminal.interrupted[row])
+        self._steps += 1
+        limit = self._max_episode_steps is not None and self._steps >= self._max_episode_steps
+        self._needs_reset = True
+        self._fresh = decision if len(decision) else None
+        obs = _first(self._conv.observations(terminal.obs, slice(row, row + 1)))
+        info: dict[str, Any] = {"max_step_reached": interrupted}
+        if self._conv.is_discrete:
+            info["action_mask"] = _first(self._conv.all_allowed(1))
+        reward += float(_rewards(terminal)[row])
+        return obs, reward, not interrupted, interrupted or limit, info
+
+    def _await_decision(self) -> DecisionSteps:
+        for _ in range(10_000):
+            decision, _ = self._env.get_steps(self._behavior)
+            if len(decision):
+                return decision
+            self._env.step()
+        raise UnityEnvError(f"unity_env: behaviour {self._behavior} never requested a decision")
+
+    def _check_one_agent(self, decision: DecisionSteps) -> None:
+        if len(decision) > 1:
+            raise UnityEnvError(
+                f"unity_env: behaviour {self._behavior} has {len(decision)} agents; UnityGymEnv drives "
+                "one (use num_areas > 1, i.e. UnityVectorEnv, for several)"
+            )
+
+    def _info(self, decision: DecisionSteps) -> dict[str, Any]:
+        if not self._conv.is_discrete:
+            return {}
+        return {"action_mask": _first(self._conv.allowed_actions(decision, slice(0, 1)))}
+
+    def close(self) -> None:
+        """Close the Unity environment (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._env.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Areas: N agents of one behaviour as a vector env
+
+
+class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
+    """N areas (one agent each) of one behaviour; one exchange steps them all (NEXT_STEP autoreset).
+
+    With next-step autoreset the action given to a finished area on the following step is
+    ignored, but Unity has already started that area's next episode and waits for an action;
+    it receives a no-op (zeros) and the observation after it becomes the reset observation.
+    A ``max_episode_steps`` truncation cannot reset one area alone in Unity, so the next episode
+    continues from the area's current state; prefer the player's own max-step parameter.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        env: BaseEnv,
+        num_envs: int,
+        *,
+        uint8_visual: bool = False,
+        flatten_branched: bool = False,
+        allow_multiple_obs: bool = False,
+        max_episode_steps: int | None = None,
+    ) -> None:
+        self._env = env
+        self._behavior = _single_behavior(env)
+        self._conv = _Converter(env.behavior_specs[self._behavior], uint8_visual, flatten_branched, allow_multiple_obs)
+        self.num_envs = num_envs
+        self.single_observation_space = self._conv.observation_space
+        self.single_action_space = self._conv.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._max_episode_steps = max_episode_steps
+        self._area_of: dict[int, int] = {}
+        self._rows = np.arange(num_envs)  # area -> row in the latest DecisionSteps
+        self._steps = np.zeros(num_envs, dtype=np.int64)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._fresh = len(env.get_steps(self._behavior)[0]) == num_envs
+        self._closed = False
+
+    @property
+    def unity_env(self) -> BaseEnv:
+        """The underlying ML-Agents environment."""
+        return self._env
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
+        """Reset every area (RESET, unless Unity's first decisions are still unused)."""
+        super().reset(seed=seed)
+        if not self._fresh:
+            self._env.reset()
+        self._fresh = False
+        decision, _ = self._env.get_steps(self._behavior)
+        self._check_count(decision)
+        self._area_of = {int(agent): area for area, agent in enumerate(decision.agent_id)}
+        self._rows = np.arange(self.num_envs)
+        self._steps[:] = 0
+        self._autoreset[:] = False
+        return self._conv.observations(decision.obs, self._rows), self._infos(decision)
+
+    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step all areas with one exchange."""
+        self._send(actions)
+        decision, terminal = self._env.get_steps(self._behavior)
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        ended = self._apply_terminal(terminal, rewards, terminated, truncated)
+        self._map_decisions(decision, ended)
+        live = ~ended
+        rewards[live] = _rewards(decision)[self._rows[live]]
+        self._steps += 1
+        if self._max_episode_steps is not None:
+            truncated |= live & (self._steps >= self._max_episode_steps)
+        # Areas that were auto-reset on this step report the reset observation only.
+        rewards[self._autoreset] = 0.0
+        terminated[self._autoreset] = False
+        truncated[self._autoreset] = False
+        self._steps[self._autoreset] = 0
+        obs = self._conv.observations(decision.obs, self._rows)
+        if ended.any():
+            obs = self._with_terminal_obs(obs, terminal, ended & ~self._autoreset)
+        self._autoreset = (terminated | truncated).copy()
+        return obs, rewards, terminated, truncated, self._infos(decision)
+
+    def _send(self, actions: Any) -> None:
+        batch = self._conv.action_tuple(np.asarray(actions)) if actions is not None else self._conv.noop(self.num_envs)
+        if self._autoreset.any():
+            noop = self._conv.noop(self.num_envs)
+            for name in ("continuous", "discrete"):
+                values = getattr(batch, name)
+                if values.size:
+                    values[self._autoreset] = getattr(noop, name)[self._autoreset]
+        order = np.empty(self.num_envs, dtype=np.int64)
+        order[self._rows] = np.arange(self.num_envs)  # row -> area
+        self._env.set_actions(self._behavior, _reorder(batch, order))
+        self._env.step()
+
+    def _apply_terminal(
+        self, terminal: TerminalSteps, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+    ) -> np.ndarray:
+        ended = np.zeros(self.num_envs, dtype=bool)
+        self._terminal_rows = np.full(self.num_envs, -1)
+        terminal_rewards = _rewards(terminal)
+        for row, agent in enumerate(terminal.agent_id):
+            area = self._area_of.pop(int(agent), None)
+            if area is None:
+                continue  # an agent we never saw (e.g. a noop episode that ended at once)
+            ended[area] = True
+            self._terminal_rows[area] = row
+            rewards[area] = terminal_rewards[row]
+            interrupted = bool(terminal.interrupted[row])
+            terminated[area] = not interrupted
+            truncated[area] = interrupted
+        return ended
+
+    def _map_decisions(self, decision: DecisionSteps, ended: np.ndarray) -> None:
+        self._check_count(decision)
+        free = iter(np.flatnonzero(ended))
+        rows = np.empty(self.num_envs, dtype=np.int64)
+        for row, agent in enumerate(decision.agent_id):
+            area = self._area_of.get(int(agent))
+            if area is None:
+                area = next(free, None)
+                if area is None:
+                    raise UnityEnvError(
+                        f"unity_env: agent {agent} of {self._behavior} belongs to no area "
+                        "(areas must keep one agent each, ending and restarting in the same message)"
+                    )
+                self._area_of[int(agent)] = int(area)
+            rows[area] = row
+        self._rows = rows
+
+    def _with_terminal_obs(self, obs: Obs, terminal: TerminalSteps, areas: np.ndarray) -> Obs:
+        indices = np.flatnonzero(areas)
+        rows = self._terminal_rows[indices]
+        final = self._conv.observations(terminal.obs, rows)
+        if isinstance(obs, tuple):
+            for part, final_part in zip(obs, final, strict=True):
+                part[indices] = final_part
+            return obs
+        obs[indices] = final
+        return obs
+
+    def _check_count(self, decision: DecisionSteps) -> None:
+        if len(decision) != self.num_envs:
+            raise UnityEnvError(
+                f"unity_env: {len(decision)} agents of {self._behavior} requested a decision, expected "
+                f"{self.num_envs} (one per area); areas need an agent that decides every step"
+            )
+
+    def _infos(self, decision: DecisionSteps) -> dict[str, Any]:
+        if not self._conv.is_discrete:
+            return {}
+        mask = self._conv.allowed_actions(decision, self._rows)
+        return {"action_mask": mask, "_action_mask": np.ones(self.num_envs, dtype=bool)}
+
+    def close(self, **kwargs: Any) -> None:
+        """Close the Unity environment (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._env.close()
+
+
+def _reorder(batch: ActionTuple, order: np.ndarray) -> ActionTuple:
+    result = ActionTuple()
+    if batch.continuous.size:
+        result.add_continuous(batch.continuous[order])
+    if batch.discrete.size:
+        result.add_discrete(batch.discrete[order])
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# RLlib env creator
+
+
+def resolve_binary(name: str | None, binary: str | None, environ: Mapping[str, str]) -> Path:
+    """The player executable for the spec's ``name``/``binary`` (s3:// → the SageMaker train channel)."""
+    if binary is not None:
+        if binary.startswith("s3://"):
+            channel = environ.get("SM_CHANNEL_TRAIN")
+            if not channel:
+                raise UnityEnvError(f"environment.binary: {binary} needs the SageMaker train channel (SM_CHANNEL_TRAIN unset)")
+            path = Path(channel) / binary.rstrip("/").rsplit("/", 1)[-1]
+            if path.is_file():
+                path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            return path
+        return Path(binary).expanduser().resolve()
+    if name is not None:
+        from rlrunner.envs.registry import resolve_environment
+
+        return resolve_environment(name)
+    raise UnityEnvError("environment: neither name nor binary is set")
+
+
+def _launch_options(config: Mapping[str, Any], num_areas: int) -> LaunchOptions:
+    seed = config.get("seed")
+    worker_index = int(getattr(config, "worker_index", 0) or 0)
+    return LaunchOptions(
+        base_port=int(config.get("base_port") or DEFAULT_BASE_PORT),
+        no_graphics=bool(config.get("no_graphics", True)),
+        player_args=tuple(config.get("player_args") or ()),
+        time_scale=float(config.get("time_scale", 20.0)),
+        parameters=dict(config.get("parameters") or {}),
+        timeout_s=float(config.get("timeout_s", 60.0)),
+        num_areas=num_areas,
+        # Unity takes one int seed at start; offset it per env runner so they do not play alike.
+        seed=(int(seed) + worker_index) if seed is not None else worker_index,
+        log_dir=config.get("log_dir"),
+    )
+
+
+def make_unity_env(env_config: Mapping[str, Any]) -> gymnasium.Env[Obs, Any] | UnityVectorEnv:
+    """RLlib env creator: launch the player and wrap it (a VectorEnv when areas > 1 or num_envs given)."""
+    vector_entry = "num_envs" in env_config  # RLlib's vector_entry_point passes num_envs
+    num_areas = int(env_config["num_envs"] if vector_entry else env_config.get("num_areas") or 1)
+    executable = resolve_binary(env_config.get("name"), env_config.get("binary"), os.environ)
+    base = launch_unity(executable, _launch_options(env_config, num_areas))
+    adapter_options = {
+        "uint8_visual": bool(env_config.get("uint8_visual", False)),
+        "flatten_branched": bool(env_config.get("flatten_branched", False)),
+        "allow_multiple_obs": bool(env_config.get("allow_multiple_obs", False)),
+        "max_episode_steps": env_config.get("max_episode_steps"),
+    }
+    try:
+        if vector_entry or num_areas > 1:
+            return UnityVectorEnv(base, num_areas, **adapter_options)
+        return UnityGymEnv(base, **adapter_options)
+    except BaseException:
+        base.close()
+        raise
+
+
+def iter_player_pids(envs: Sequence[Any]) -> Iterator[int]:
+    """Pids of the players behind adapters (for tests and diagnostics)."""
+    for env in envs:
+        base = getattr(env, "unity_env", None)
+        process = getattr(base, "process", None)
+        if process is not None:
+            yield process.pid
+
+
+__all__ = [
+    "LaunchOptions",
+    "LoopbackCommunicator",
+    "ManagedUnityEnvironment",
+    "PortLease",
+    "UnityEnvError",
+    "UnityGymEnv",
+    "UnityVectorEnv",
+    "launch_unity",
+    "make_unity_env",
+    "reserve_port",
+    "resolve_binary",
+]
+
+_unused: Callable[..., Any] = iter_player_pids

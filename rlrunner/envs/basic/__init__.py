@@ -1,0 +1,1 @@
+"""A protocol-compatible stand-in for ML-Agents' "Basic" Unity build."""

@@ -1,0 +1,406 @@
+"""Read a spec: safe YAML with node positions, `--set` overrides, `${env:VAR}` interpolation, validation.
+
+Every problem is reported as `FILE:LINE:COL: dotted.path: message`, all of them at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rlrunner.hyperparameters import MANAGED, RENAMED
+from rlrunner.schema import (
+    ALGORITHM_CLASSES,
+    INSTANCE_TYPE_PATTERN,
+    NAME_PATTERN,
+    ROLE_ARN_PATTERN,
+    S3_URI_PATTERN,
+    ExperimentSpec,
+)
+
+PathKey = tuple[str | int, ...]
+
+_ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?:,([^}]*))?\}")
+_PATTERN_WORDS = {
+    NAME_PATTERN: "letters, digits and single hyphens, e.g. 'basic-ppo' (no '_' or '.')",
+    ROLE_ARN_PATTERN: "an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole",
+    S3_URI_PATTERN: "an S3 URI such as s3://my-bucket/prefix",
+    INSTANCE_TYPE_PATTERN: "a SageMaker instance type such as ml.c5.2xlarge, or local",
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value came from: a file position, or a `--set` argument."""
+
+    source: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, located."""
+
+    location: Location
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.path}: {self.message}" if self.path else f"{self.location}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A spec is invalid; carries every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+@dataclass
+class Document:
+    """Spec data before validation, with the position of every node."""
+
+    source: str
+    data: Any
+    locations: dict[PathKey, Location] = field(default_factory=dict)
+    base_dir: Path = Path(".")
+
+    def location_of(self, path: PathKey) -> Location:
+        """The position of `path`, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.locations:
+                return self.locations[path[:end]]
+        return Location(self.source, 1, 1)
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    """`('a', 0, 'b')` as `a[0].b`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# --- YAML with positions ---------------------------------------------------------------------------
+
+
+def parse_yaml(text: str, source: str) -> Document:
+    """Parse YAML safely, keeping each node's line and column; duplicate keys are errors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"YAML syntax error: {error.problem or error.context}"
+        raise SpecError([Problem(Location(source, line, column), "", message)]) from None
+    document = Document(source, None)
+    if node is None:
+        raise SpecError([Problem(Location(source, 1, 1), "", "the file is empty; expected a mapping with name, environment, algorithm and training")])
+    constructor = yaml.SafeLoader("")
+    problems: list[Problem] = []
+    document.data = _construct(node, (), document, constructor, problems)
+    if problems:
+        raise SpecError(problems)
+    return document
+
+
+def _construct(node: yaml.Node, path: PathKey, document: Document, constructor: yaml.SafeLoader, problems: list[Problem]) -> Any:
+    document.locations[path] = Location(document.source, node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        constructor.flatten_mapping(node)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in result:
+                where = Location(document.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                problems.append(Problem(where, dotted((*path, key)), "duplicate key"))
+                continue
+            result[key] = _construct(value_node, (*path, key), document, constructor, problems)
+            document.locations.setdefault((*path, key), document.locations[(*path, key)])
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, index), document, constructor, problems) for index, item in enumerate(node.value)]
+    return constructor.construct_object(node)
+
+
+# --- ${env:VAR} and --set ----------------------------------------------------------------------------
+
+
+def interpolate_env(document: Document, environ: Mapping[str, str]) -> list[Problem]:
+    """Replace `${env:VAR}` / `${env:VAR,default}` in string values; a whole-value reference keeps YAML typing."""
+    problems: list[Problem] = []
+
+    def visit(value: Any, path: PathKey) -> Any:
+        if isinstance(value, dict):
+            return {key: visit(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [visit(item, (*path, index)) for index, item in enumerate(value)]
+        if not isinstance(value, str) or "${env:" not in value:
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append(Problem(document.location_of(path), dotted(path), f"environment variable {name} is not set (write ${{env:{name},default}} to give a default)"))
+            return ""
+
+        whole = _ENV_PATTERN.fullmatch(value)
+        replaced = _ENV_PATTERN.sub(substitute, value)
+        return _yaml_scalar(replaced) if whole else replaced
+
+    document.data = visit(document.data, ())
+    return problems
+
+
+def _yaml_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(document: Document, overrides: Sequence[str]) -> list[Problem]:
+    """Apply `dotted.path=value` overrides; values are YAML scalars, lists or flow mappings, never evaluated."""
+    problems: list[Problem] = []
+    for override in overrides:
+        source = f"--set {override}"
+        key, sep, raw = override.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
+            problems.append(Problem(Location(source, 1, 1), "", "expected --set dotted.path=value, e.g. --set algorithm.hyperparameters.lr=0.0003"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            problems.append(Problem(Location(source, 1, len(key) + 2), key, f"value is not valid YAML: {getattr(error, 'problem', error)}"))
+            continue
+        path: PathKey = tuple(int(part) if part.isdigit() else part for part in key.split("."))
+        problem = set_path(document, path, value, Location(source, 1, len(key) + 2))
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def set_path(document: Document, path: PathKey, value: Any, location: Location) -> Problem | None:
+    """Set one dotted path in the document's data, creating mappings on the way."""
+    if not isinstance(document.data, dict):
+        return Problem(location, dotted(path), "the spec is not a mapping")
+    target = document.data
+    for index, part in enumerate(path[:-1]):
+        child = target.get(part) if isinstance(target, dict) else (target[part] if isinstance(target, list) and isinstance(part, int) and part < len(target) else None)
+        if child is None:
+            child = {}
+            if isinstance(target, dict):
+                target[part] = child  # type: ignore[index]
+            else:
+                return Problem(location, dotted(path[: index + 1]), "no such element to set")
+        if not isinstance(child, dict | list):
+            return Problem(location, dotted(path[: index + 1]), f"is a {type(child).__name__}, not a mapping")
+        target = child
+    last = path[-1]
+    if isinstance(target, list):
+        if not isinstance(last, int) or last >= len(target):
+            return Problem(location, dotted(path), "list index out of range")
+        target[last] = value
+    else:
+        target[last] = value  # type: ignore[index]
+    for known in [key for key in document.locations if key[: len(path)] == path]:
+        del document.locations[known]
+    document.locations[path] = location
+    return None
+
+
+# --- validation ----------------------------------------------------------------------------------------
+
+
+def validate_document(document: Document) -> ExperimentSpec:
+    """Validate a document as an ExperimentSpec; raise SpecError with every located problem."""
+    if not isinstance(document.data, dict):
+        got = type(document.data).__name__
+        raise SpecError([Problem(document.location_of(()), "", f"expected a mapping with name, environment, algorithm and training (got {got})")])
+    try:
+        spec = ExperimentSpec.model_validate(document.data)
+    except ValidationError as error:
+        raise SpecError(problems_from_validation(error, document)) from None
+    problems = check_files(spec, document)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
+    """Check that the files a spec names exist (source dir, custom module, local binary)."""
+    problems: list[Problem] = []
+    if spec.source_dir is not None:
+        folder = document.base_dir / spec.source_dir
+        if not folder.is_dir():
+            problems.append(Problem(document.location_of(("source_dir",)), "source_dir", f"folder {folder} does not exist"))
+        elif spec.algorithm.model.module:
+            filename = spec.algorithm.model.module.split(":")[0].replace(".", "/") + ".py"
+            if not (folder / filename).is_file():
+                path = ("algorithm", "model", "module")
+                problems.append(Problem(document.location_of(path), dotted(path), f"file {folder / filename} does not exist"))
+    binary = spec.environment.binary
+    if binary is not None and not spec.environment.binary_on_s3:
+        resolved = document.base_dir / binary
+        if not resolved.exists():
+            path = ("environment", "binary")
+            problems.append(Problem(document.location_of(path), dotted(path), f"file {resolved} does not exist"))
+    return problems
+
+
+def problems_from_validation(error: ValidationError, document: Document) -> list[Problem]:
+    """Turn pydantic's errors into located problems, one per field."""
+    problems: dict[str, Problem] = {}
+    for item in error.errors():
+        path = _data_path(item["loc"], document.data)
+        if item["type"] == "union_tag_invalid":
+            path = (*path, "name")
+        key = dotted(path)
+        if key in problems:
+            continue
+        problems[key] = Problem(document.location_of(path), key, _message(item, path, document.data))
+    return list(problems.values())
+
+
+def _data_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
+    """Keep the parts of pydantic's loc that name input data (drop union-member tags)."""
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, dict) and isinstance(part, str) and not _looks_like_tag(part):
+            path.append(part)  # a missing field
+            current = None
+    return tuple(path)
+
+
+def _looks_like_tag(part: str) -> bool:
+    return part in ALGORITHM_CLASSES or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part)
+
+
+def _message(item: Any, path: PathKey, data: Any) -> str:
+    kind, ctx, value = item["type"], item.get("ctx", {}), item.get("input")
+    got = f" (got {value!r})" if not isinstance(value, dict | list) else f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
+    if kind == "extra_forbidden":
+        return _unknown_key(path, data)
+    if kind == "missing":
+        return "required"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {sign} {bound}{got}"
+    if kind == "string_pattern_mismatch":
+        return f"must be {_PATTERN_WORDS.get(ctx.get('pattern', ''), 'matching ' + str(ctx.get('pattern')))}{got}"
+    if kind == "string_too_long":
+        return f"at most {ctx['max_length']} characters (got {len(value)})"
+    if kind == "union_tag_invalid":
+        expected = sorted(ALGORITHM_CLASSES)
+        close = difflib.get_close_matches(str(ctx.get("tag")), expected, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown algorithm {ctx.get('tag')!r}: expected one of {', '.join(expected)}{hint}"
+    if kind == "union_tag_not_found":
+        return f"needs a name: one of {', '.join(sorted(ALGORITHM_CLASSES))}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping{got}"
+    if kind == "value_error":
+        return str(ctx.get("error", item["msg"]))
+    message = str(item["msg"]).replace("Input should be", "must be")
+    return f"{message}{got}"
+
+
+def _unknown_key(path: PathKey, data: Any) -> str:
+    key = str(path[-1])
+    if len(path) >= 2 and path[-2] == "hyperparameters":
+        if key in RENAMED:
+            new = RENAMED[key]
+            where = f"set {new}" if "." in new else f"use {new!r}"
+            return f"{key!r} is an old-API-stack RLlib name; on the new API stack {where}"
+        if key in MANAGED:
+            return f"{key!r} is set by rlrunner from {MANAGED[key]}"
+    allowed = _allowed_keys(path[:-1], data)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6) if allowed else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r}{hint}"
+
+
+def _allowed_keys(path: PathKey, data: Any) -> list[str]:
+    """The keys the model at `path` accepts (for suggestions)."""
+    model: Any = ExperimentSpec
+    current = data
+    for part in path:
+        current = current.get(part) if isinstance(current, dict) else None
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        info = next((f for name, f in fields.items() if (f.alias or name) == part), None)
+        if info is None:
+            return []
+        model = _model_of(info.annotation, current)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [info.alias or name for name, info in model.model_fields.items()]
+    return []
+
+
+def _model_of(annotation: Any, data: Any) -> Any:
+    if isinstance(data, dict) and data.get("name") in ALGORITHM_CLASSES and any(
+        arg in ALGORITHM_CLASSES.values() for arg in typing.get_args(annotation)
+    ):
+        return ALGORITHM_CLASSES[data["name"]]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_of(typing.get_args(annotation)[0], data)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_of(arg, data)
+            if isinstance(found, type) and issubclass(found, BaseModel):
+                return found
+    return annotation
+
+
+# --- the edge: read a file ------------------------------------------------------------------------
+
+
+def load_document(path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Document:
+    """Read a spec file, interpolate `${env:…}` and apply overrides (not yet validated)."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError([Problem(Location(source, 1, 1), "", f"cannot read the file: {getattr(error, 'strerror', None) or error}")]) from None
+    document = parse_yaml(text, source)
+    document.base_dir = path.parent
+    problems = interpolate_env(document, os.environ if environ is None else environ)
+    problems += apply_overrides(document, overrides)
+    if problems:
+        raise SpecError(problems)
+    return document
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> tuple[ExperimentSpec, Document]:
+    """Read and validate a spec file."""
+    document = load_document(path, overrides, environ)
+    return validate_document(document), document

@@ -1,0 +1,427 @@
+"""The experiment spec: pure data, validators and derived properties (no I/O, no heavy imports)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import keyword
+import re
+from functools import cache
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, model_validator
+
+from rlrunner.hyperparameters import ALGORITHMS, RANGES, load_table
+
+NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$"
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]+$"
+INSTANCE_TYPE_PATTERN = r"^(local|ml\.[a-z0-9]+\.[a-z0-9]+)$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TAG_PATTERN = r"^[\w\s.:/=+\-@]*$"
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+MAX_BASE_JOB_NAME = 39
+RESERVED_ENV_PREFIX = "RLRUNNER_"
+RESERVED_TAG_PREFIX = "rlrunner:"
+
+
+class Frozen(BaseModel):
+    """Base of every spec model: immutable, unknown keys rejected, docs from attribute docstrings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class EnvironmentSpec(Frozen):
+    """The Unity environment: a registry name or a Linux player binary."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")] | None = None
+    """ML-Agents registry name such as `Basic`: rlrunner's bundled registry first, then ML-Agents' default one."""
+    binary: str | None = None
+    """Linux player build: a local path or an `s3://` URI (on SageMaker it arrives in the `train` channel)."""
+    no_graphics: bool = True
+    """Run the player without rendering (`-nographics -batchmode`)."""
+    player_args: list[str] = []
+    """Extra command-line arguments passed to the player."""
+    time_scale: Annotated[float, Field(gt=0, le=100)] = 20.0
+    """Unity time scale sent over the engine-configuration side channel."""
+    parameters: dict[str, float] = {}
+    """Environment parameters sent over ML-Agents' environment-parameters side channel."""
+    max_episode_steps: Annotated[int, Field(ge=1)] | None = None
+    """Truncate an episode after this many agent steps (None: the environment decides)."""
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Seconds to wait for the player to connect."""
+    num_areas: Annotated[int, Field(ge=1, le=256)] = 1
+    """Independent training areas in one player; each is one sub-environment."""
+    uint8_visual: bool = False
+    """Visual observations as uint8 0-255 instead of float 0-1."""
+    flatten_branched: bool = False
+    """Flatten multi-discrete actions into one discrete action."""
+    allow_multiple_obs: bool = False
+    """Return all observations as a tuple instead of only the first visual one (or the vector one)."""
+    base_port: Annotated[int, Field(ge=1024, le=65000)] = 5005
+    """Lowest port tried for the ML-Agents gRPC server."""
+
+    @model_validator(mode="after")
+    def _name_xor_binary(self) -> EnvironmentSpec:
+        if (self.name is None) == (self.binary is None):
+            raise ValueError("give exactly one of environment.name and environment.binary")
+        if self.binary is not None and self.binary.startswith("s3:"):
+            if not re.match(S3_URI_PATTERN, self.binary) or self.binary.endswith("/"):
+                raise ValueError(f"environment.binary: not an S3 object URI: {self.binary!r}")
+        return self
+
+    @property
+    def binary_on_s3(self) -> bool:
+        """Whether the player build is read from S3 (through the `train` channel)."""
+        return self.binary is not None and self.binary.startswith("s3://")
+
+    @property
+    def binary_channel_uri(self) -> str | None:
+        """The S3 folder that holds the build, used as the `train` channel."""
+        if not self.binary_on_s3 or self.binary is None:
+            return None
+        return self.binary.rsplit("/", 1)[0] + "/"
+
+
+# --- algorithms: one hyperparameter model per algorithm, generated from RLlib's real keys -----------
+
+
+def _field_name(key: str) -> str:
+    return key + "_" if keyword.iskeyword(key) or not key.isidentifier() else key
+
+
+def _range_field(key: str) -> dict[str, float]:
+    if key not in RANGES:
+        return {}
+    low, low_inclusive, high, high_inclusive = RANGES[key]
+    bounds: dict[str, float] = {}
+    if low is not None:
+        bounds["ge" if low_inclusive else "gt"] = low
+    if high is not None:
+        bounds["le" if high_inclusive else "lt"] = high
+    return bounds
+
+
+def _annotation(key: str, kind: str) -> Any:
+    number = Field(**_range_field(key))  # type: ignore[arg-type]
+    if kind == "bool":
+        return bool
+    if kind == "int":
+        return Annotated[int, number]
+    if kind == "float":
+        if key in ("lr", "entropy_coeff"):
+            return Annotated[float, number] | list[tuple[int, float]]
+        return Annotated[float, number]
+    if kind == "auto":
+        return Annotated[int, Field(ge=1)] | Literal["auto"] | float
+    if kind == "str":
+        return str
+    if kind == "list":
+        return list[JsonValue]
+    if kind == "dict":
+        return dict[str, JsonValue]
+    return JsonValue
+
+
+def _keys_model(name: str, keys: dict[str, str], doc: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        _field_name(key): (_annotation(key, kind) | None, Field(None, alias=key, description=f"RLlib `{key}`"))
+        for key, kind in keys.items()
+    }
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        name,
+        __config__=ConfigDict(extra="forbid", frozen=True, populate_by_name=False),
+        __doc__=doc,
+        **fields,
+    )
+
+
+class ModelSpecBase(Frozen):
+    """Fields of `algorithm.model` that rlrunner adds to RLlib's DefaultModelConfig."""
+
+    module: Annotated[str, Field(pattern=MODULE_PATTERN)] | None = None
+    """Custom RLModule as `file:Class`, a Python file in the experiment's source dir (None: RLlib's default)."""
+    module_config: dict[str, JsonValue] = {}
+    """Keyword arguments given to the custom RLModule as its `model_config`."""
+
+
+@cache
+def model_spec_class() -> type[BaseModel]:
+    """`algorithm.model`: RLlib's DefaultModelConfig keys plus an optional custom RLModule."""
+    base = _keys_model("DefaultModelKeys", load_table()["model"], "RLlib DefaultModelConfig keys.")
+    fields = {name: (info.annotation, info) for name, info in base.model_fields.items()}
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "ModelSpec", __base__=ModelSpecBase, __doc__="The policy network.", **fields
+    )
+
+
+def _algorithm_class(name: str) -> type[BaseModel]:
+    hyperparameters = _keys_model(
+        f"{name}Hyperparameters", load_table()["algorithms"][name], f"{name} hyperparameters (RLlib config keys)."
+    )
+    model = model_spec_class()
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{name}Algorithm",
+        __base__=Frozen,
+        __doc__=f"RLlib {name}.",
+        name=(Literal[name], Field(description="RLlib algorithm name.")),
+        hyperparameters=(hyperparameters, Field(default_factory=hyperparameters, description="RLlib config keys.")),
+        model=(model, Field(default_factory=model, description="The policy network.")),
+    )
+
+
+ALGORITHM_CLASSES = {name: _algorithm_class(name) for name in ALGORITHMS}
+AlgorithmSpec = Annotated[Union[tuple(ALGORITHM_CLASSES.values())], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
+
+
+def dump_algorithm(algorithm: BaseModel) -> dict[str, Any]:
+    """The algorithm block as the user set it, under RLlib's key names (unset RLlib keys left out)."""
+    return {
+        "name": algorithm.name,  # type: ignore[attr-defined]
+        "hyperparameters": algorithm.hyperparameters.model_dump(mode="json", by_alias=True, exclude_unset=True),  # type: ignore[attr-defined]
+        "model": algorithm.model.model_dump(mode="json", by_alias=True, exclude_unset=True),  # type: ignore[attr-defined]
+    }
+
+
+def _dump(model: BaseModel, exclude: set[str] | None = None) -> dict[str, Any]:
+    data = model.model_dump(mode="json", by_alias=True, exclude=exclude)
+    data["algorithm"] = dump_algorithm(model.algorithm)  # type: ignore[attr-defined]
+    return data
+
+
+# --- training, compute, deploy, sweep -------------------------------------------------------------
+
+
+class StopSpec(Frozen):
+    """When training stops: the first criterion reached."""
+
+    timesteps: Annotated[int, Field(ge=1)] | None = None
+    """Environment steps sampled (lifetime)."""
+    iterations: Annotated[int, Field(ge=1)] | None = None
+    """Training iterations."""
+    episode_return_mean: float | None = None
+    """Mean episode return over the last episodes."""
+    time_s: Annotated[float, Field(gt=0)] | None = None
+    """Wall-clock seconds of training."""
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> StopSpec:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("give at least one stop criterion (timesteps, iterations, episode_return_mean, time_s)")
+        return self
+
+
+class TrainingSpec(Frozen):
+    """How the training loop runs."""
+
+    stop: StopSpec
+    """Stop criteria."""
+    checkpoint_frequency: Annotated[int, Field(ge=1)] = 1
+    """Write a checkpoint every this many iterations (and always at the end)."""
+    keep_checkpoints: Annotated[int, Field(ge=1, le=100)] = 3
+    """How many of the newest checkpoints to keep."""
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = 0
+    """Random seed for RLlib and the environment (None: not seeded)."""
+    env_runners: Annotated[int, Field(ge=0, le=1024)] | Literal["auto"] = "auto"
+    """Number of RLlib env runners; `auto` = CPUs - 1 (at least 1)."""
+    envs_per_env_runner: Annotated[int, Field(ge=1, le=64)] = 1
+    """Player processes per env runner."""
+    restart_failed_env_runners: bool = True
+    """Recreate an env runner whose environment crashed, and go on training."""
+    evaluation_episodes: Annotated[int, Field(ge=1, le=10000)] = 20
+    """Greedy episodes played by the exported policy at the end of a run."""
+
+
+class SpotSpec(Frozen):
+    """Managed spot training."""
+
+    max_wait: Annotated[int, Field(ge=1, le=28 * 86400)]
+    """Seconds to wait for spot capacity plus training; at least compute.max_run."""
+
+
+class ComputeSpec(Frozen):
+    """Where training runs."""
+
+    instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)] = "local"
+    """SageMaker instance type such as `ml.c5.2xlarge`, or `local` for this machine."""
+    instance_count: Annotated[int, Field(ge=1, le=100)] = 1
+    """Number of instances (more than one forms a Ray cluster)."""
+    image: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    """Training image URI (None: the `rlrunner` image in the account's ECR)."""
+    role: Annotated[str, Field(pattern=ROLE_ARN_PATTERN)] | None = None
+    """IAM role ARN (None: `$SAGEMAKER_ROLE`, else the SDK's execution role)."""
+    output_path: Annotated[str, Field(pattern=S3_URI_PATTERN)] | None = None
+    """S3 prefix for model artifacts (None: the session's default bucket)."""
+    base_job_name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_BASE_JOB_NAME)] | None = None
+    """Training job name prefix (None: the experiment name)."""
+    max_run: Annotated[int, Field(ge=1, le=28 * 86400)] = 86400
+    """Maximum training seconds."""
+    spot: SpotSpec | None = None
+    """Use managed spot instances (needs max_wait >= max_run)."""
+    checkpoint_s3_uri: Annotated[str, Field(pattern=S3_URI_PATTERN)] | None = None
+    """S3 URI that /opt/ml/checkpoints is synced to (a spot restart resumes from it)."""
+    volume_size: Annotated[int, Field(ge=1, le=16384)] = 30
+    """EBS volume size in GB."""
+    tags: dict[Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN)], Annotated[str, Field(max_length=256, pattern=TAG_PATTERN)]] = {}
+    """Tags on the training job (rlrunner adds its run id and spec hash)."""
+    environment: dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN)], Annotated[str, Field(max_length=512)]] = {}
+    """Extra environment variables for the training container."""
+
+    @model_validator(mode="after")
+    def _spot_and_names(self) -> ComputeSpec:
+        if self.spot is not None and self.spot.max_wait < self.max_run:
+            raise ValueError(
+                f"compute.spot.max_wait ({self.spot.max_wait}) must be >= compute.max_run ({self.max_run})"
+            )
+        if len(self.tags) > 48:
+            raise ValueError(f"compute.tags: at most 48 tags (got {len(self.tags)}; rlrunner adds 2 of SageMaker's 50)")
+        for key in self.tags:
+            if key.lower().startswith(("aws:", RESERVED_TAG_PREFIX)):
+                raise ValueError(f"compute.tags: key {key!r} uses a reserved prefix (aws:, {RESERVED_TAG_PREFIX})")
+        for key in self.environment:
+            if key.startswith(RESERVED_ENV_PREFIX) or key.startswith("SM_"):
+                raise ValueError(f"compute.environment: {key!r} uses a reserved prefix ({RESERVED_ENV_PREFIX}, SM_)")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the job runs on this machine."""
+        return self.instance_type == "local"
+
+
+class DeploySpec(Frozen):
+    """The SageMaker endpoint that serves the trained policy."""
+
+    instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")] = "ml.c5.large"
+    """Endpoint instance type."""
+    instance_count: Annotated[int, Field(ge=1, le=100)] = 1
+    """Endpoint instance count."""
+    endpoint_name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)] | None = None
+    """Endpoint name (None: derived from the experiment name and run id)."""
+
+
+class Distribution(Frozen):
+    """A random-search distribution: exactly one of the keys."""
+
+    uniform: tuple[float, float] | None = None
+    """Uniform between the two bounds."""
+    loguniform: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    """Log-uniform between the two (positive) bounds."""
+    choice: Annotated[list[JsonValue], Field(min_length=1)] | None = None
+    """One of the values."""
+    randint: tuple[int, int] | None = None
+    """An integer between the two bounds, both included."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Distribution:
+        given = [key for key, value in self.model_dump().items() if value is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of uniform, loguniform, choice, randint")
+        bounds = self.uniform or self.loguniform or self.randint
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"{given[0]}: lower bound {bounds[0]} is above upper bound {bounds[1]}")
+        return self
+
+
+class SweepSpec(Frozen):
+    """Many runs from one spec: a grid or random search over dotted paths, with seeds as an axis."""
+
+    method: Literal["grid", "random"] = "grid"
+    """`grid`: every combination of the listed values; `random`: `samples` draws."""
+    parameters: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_]+)+$")], Annotated[list[JsonValue], Field(min_length=1)] | Distribution] = {}
+    """Dotted spec paths and their values (a list) or distribution."""
+    samples: Annotated[int, Field(ge=1, le=100000)] | None = None
+    """Number of random draws (random only)."""
+    seed: int = 0
+    """Seed of the random draws."""
+    seeds: list[Annotated[int, Field(ge=0)]] = []
+    """Training seeds: every point runs once per seed."""
+    max_parallel: Annotated[int, Field(ge=1, le=1000)] = 1
+    """How many runs at once."""
+
+    @model_validator(mode="after")
+    def _method_matches(self) -> SweepSpec:
+        distributions = [path for path, value in self.parameters.items() if isinstance(value, Distribution)]
+        if self.method == "grid" and distributions:
+            raise ValueError(f"sweep.method grid takes lists only; {distributions[0]} is a distribution (use method: random)")
+        if self.method == "random" and self.samples is None:
+            raise ValueError("sweep.method random needs sweep.samples")
+        if self.method == "grid" and self.samples is not None:
+            raise ValueError("sweep.samples is for method: random only")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("sweep.seeds: values repeat")
+        return self
+
+
+class ExperimentSpec(Frozen):
+    """One experiment: environment, algorithm, training, compute, deployment and an optional sweep."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_BASE_JOB_NAME)]
+    """Experiment name: letters, digits and hyphens, at most 39 characters (it prefixes SageMaker job names)."""
+    description: str = ""
+    """Free text."""
+    source_dir: str | None = None
+    """Folder (relative to the spec file) with custom code such as RLModules; uploaded with the job."""
+    environment: EnvironmentSpec
+    """The Unity environment."""
+    algorithm: AlgorithmSpec
+    """The RLlib algorithm, its hyperparameters and model."""
+    training: TrainingSpec
+    """Stop criteria, checkpoints, seed, env runners."""
+    compute: ComputeSpec = ComputeSpec()
+    """Where training runs."""
+    deploy: DeploySpec = DeploySpec()
+    """The inference endpoint."""
+    sweep: SweepSpec | None = None
+    """Run many variants of this experiment."""
+
+    @model_validator(mode="after")
+    def _custom_module_needs_source_dir(self) -> ExperimentSpec:
+        if self.algorithm.model.module is not None and self.source_dir is None:
+            raise ValueError(
+                f"algorithm.model.module {self.algorithm.model.module!r} needs source_dir (the folder with that file)"
+            )
+        return self
+
+    def canonical_json(self) -> str:
+        """The resolved spec as canonical JSON (what the run id hashes)."""
+        return json.dumps(_dump(self, exclude={"sweep", "description"}), sort_keys=True, separators=(",", ":"))
+
+    def to_data(self) -> dict[str, Any]:
+        """The resolved spec as JSON-able data (what a run directory keeps)."""
+        return _dump(self)
+
+    @property
+    def spec_hash(self) -> str:
+        """SHA-256 of the canonical resolved spec."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        """Stable run id: the first 10 hex digits of the spec hash."""
+        return self.spec_hash[:10]
+
+
+class Experiment(Frozen):
+    """What the launcher needs: the training part of a spec plus the run's identity."""
+
+    format: Literal[1] = 1
+    """Version of this structure."""
+    run_id: str
+    """The run id of the spec it was planned from."""
+    spec_hash: str
+    """SHA-256 of the resolved spec."""
+    name: str
+    """Experiment name."""
+    source_dir: str | None = None
+    """Basename of the source dir inside the job's code dir."""
+    environment: EnvironmentSpec
+    """The Unity environment."""
+    algorithm: AlgorithmSpec
+    """The RLlib algorithm."""
+    training: TrainingSpec
+    """How the training loop runs."""
+
+    def to_data(self) -> dict[str, Any]:
+        """The experiment as JSON-able data (what the env vars carry)."""
+        return _dump(self)
