@@ -270,16 +270,38 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
 
 def problems_from_validation(error: ValidationError, document: Document) -> list[Problem]:
     """Turn pydantic's errors into located problems, one per field."""
-    problems: dict[str, Problem] = {}
+    by_path: dict[PathKey, list[Any]] = {}
     for item in error.errors():
         path = _data_path(item["loc"], document.data)
         if item["type"] == "union_tag_invalid":
             path = (*path, "name")
-        key = dotted(path)
-        if key in problems:
-            continue
-        problems[key] = Problem(document.location_of(path), key, _message(item, path, document.data))
-    return list(problems.values())
+        by_path.setdefault(path, []).append(item)
+    problems = []
+    for path, items in by_path.items():
+        message = _union_message(items) if len(items) > 1 else _message(items[0], path, document.data)
+        named = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_\-]+)+): (.*)$", message, re.DOTALL)
+        if named and items[0]["type"] == "value_error":
+            path = tuple(named.group(1).split("."))
+            message = named.group(2)
+        problems.append(Problem(document.location_of(path), dotted(path), message))
+    return problems
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string", "list": "a list", "dict": "a mapping", "tuple": "a list"}
+
+
+def _union_message(items: list[Any]) -> str:
+    """One message for a value that matched none of a union's members."""
+    constraint = next((item for item in items if item["type"].startswith(("greater", "less"))), None)
+    if constraint is not None:
+        return _message(constraint, (), None)
+    words = []
+    for item in items:
+        kind = item["type"]
+        word = repr(item["ctx"]["expected"]).strip('"') if kind == "literal_error" else _TYPE_WORDS.get(kind.split("_")[0], kind)
+        if word not in words:
+            words.append(word)
+    return f"must be {' or '.join(words)} (got {items[0].get('input')!r})"
 
 
 def _data_path(loc: tuple[int | str, ...], data: Any) -> PathKey:

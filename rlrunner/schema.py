@@ -271,16 +271,16 @@ class ComputeSpec(Frozen):
     def _spot_and_names(self) -> ComputeSpec:
         if self.spot is not None and self.spot.max_wait < self.max_run:
             raise ValueError(
-                f"compute.spot.max_wait ({self.spot.max_wait}) must be >= compute.max_run ({self.max_run})"
+                f"compute.spot.max_wait: must be >= compute.max_run ({self.spot.max_wait} < {self.max_run})"
             )
         if len(self.tags) > 48:
             raise ValueError(f"compute.tags: at most 48 tags (got {len(self.tags)}; rlrunner adds 2 of SageMaker's 50)")
         for key in self.tags:
             if key.lower().startswith(("aws:", RESERVED_TAG_PREFIX)):
-                raise ValueError(f"compute.tags: key {key!r} uses a reserved prefix (aws:, {RESERVED_TAG_PREFIX})")
+                raise ValueError(f"compute.tags.{key}: uses a reserved prefix (aws:, {RESERVED_TAG_PREFIX})")
         for key in self.environment:
             if key.startswith(RESERVED_ENV_PREFIX) or key.startswith("SM_"):
-                raise ValueError(f"compute.environment: {key!r} uses a reserved prefix ({RESERVED_ENV_PREFIX}, SM_)")
+                raise ValueError(f"compute.environment.{key}: uses a reserved prefix ({RESERVED_ENV_PREFIX}, SM_)")
         return self
 
     @property
@@ -343,11 +343,11 @@ class SweepSpec(Frozen):
     def _method_matches(self) -> SweepSpec:
         distributions = [path for path, value in self.parameters.items() if isinstance(value, Distribution)]
         if self.method == "grid" and distributions:
-            raise ValueError(f"sweep.method grid takes lists only; {distributions[0]} is a distribution (use method: random)")
+            raise ValueError(f"sweep.parameters.{distributions[0]}: a distribution needs sweep.method random (grid takes lists only)")
         if self.method == "random" and self.samples is None:
-            raise ValueError("sweep.method random needs sweep.samples")
+            raise ValueError("sweep.samples: required with sweep.method random")
         if self.method == "grid" and self.samples is not None:
-            raise ValueError("sweep.samples is for method: random only")
+            raise ValueError("sweep.samples: only with sweep.method random")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("sweep.seeds: values repeat")
         return self
@@ -378,9 +378,7 @@ class ExperimentSpec(Frozen):
     @model_validator(mode="after")
     def _custom_module_needs_source_dir(self) -> ExperimentSpec:
         if self.algorithm.model.module is not None and self.source_dir is None:
-            raise ValueError(
-                f"algorithm.model.module {self.algorithm.model.module!r} needs source_dir (the folder with that file)"
-            )
+            raise ValueError("algorithm.model.module: needs source_dir, the folder that holds the module's file")
         return self
 
     def canonical_json(self) -> str:

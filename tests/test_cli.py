@@ -1,0 +1,55 @@
+"""The command line: read-only commands stay light, the schema file is current, examples validate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rlrunner.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_read_only_commands_do_not_import_heavy_packages() -> None:
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from rlrunner.cli import main\n"
+        "for args in (['validate', 'experiments'], ['plan', 'experiments/basic_ppo.yaml', '--output', 'json'], ['schema']):\n"
+        "    result = CliRunner().invoke(main, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch', 'sagemaker', 'mlagents_envs', 'boto3', 'numpy'})\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_cli_validate_accepts_every_experiment() -> None:
+    result = CliRunner().invoke(main, ["validate", str(REPO / "experiments")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok   ") == len(list((REPO / "experiments").glob("*.yaml")))
+
+
+def test_cli_plan_json_has_the_contract_keys() -> None:
+    result = CliRunner().invoke(main, ["plan", str(REPO / "experiments" / "basic_ppo.yaml"), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert list(data) == ["run_id", "estimator", "environment", "fit_inputs", "experiment"]
+    assert data["experiment"]["run_id"] == data["run_id"]
+
+
+def test_cli_schema_matches_the_checked_in_editor_schema() -> None:
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0
+    checked_in = REPO / "docs" / "spec.schema.json"
+    assert json.loads(result.stdout) == json.loads(checked_in.read_text()), "regenerate: rlrunner schema > docs/spec.schema.json"
+
+
+def test_cli_usage_error_exits_2() -> None:
+    result = CliRunner().invoke(main, ["plan"])
+    assert result.exit_code == 2
