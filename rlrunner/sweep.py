@@ -1,0 +1,300 @@
+"""Sweeps: expand a spec's sweep block into full specs, validate them all, run them with bounded parallelism.
+
+Each point is a complete spec with its own run id (the hash of the resolved spec), so running a sweep
+again skips the points that finished and re-runs the ones that failed or never ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import random
+import statistics
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlrunner.loader import Document, Location, Problem, SpecError, set_path, validate_document
+from rlrunner.schema import Distribution, ExperimentSpec, SweepSpec
+
+# Linux on-demand list prices in us-east-1, USD per instance-hour (for estimates only).
+INSTANCE_HOUR_USD = {
+    "ml.m5.large": 0.115,
+    "ml.m5.xlarge": 0.23,
+    "ml.m5.2xlarge": 0.461,
+    "ml.m5.4xlarge": 0.922,
+    "ml.c5.large": 0.102,
+    "ml.c5.xlarge": 0.204,
+    "ml.c5.2xlarge": 0.408,
+    "ml.c5.4xlarge": 0.816,
+    "ml.c5.9xlarge": 1.836,
+    "ml.c5.18xlarge": 3.672,
+    "ml.g4dn.xlarge": 0.736,
+    "ml.g4dn.2xlarge": 0.94,
+    "ml.g5.xlarge": 1.408,
+    "ml.g5.2xlarge": 1.515,
+    "ml.p3.2xlarge": 3.825,
+}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its swept values and its full spec."""
+
+    index: int
+    values: dict[str, Any]
+    spec: ExperimentSpec
+
+    @property
+    def run_id(self) -> str:
+        """The point's run id (hash of its resolved spec)."""
+        return self.spec.run_id
+
+    @property
+    def config_key(self) -> str:
+        """The point's values without the seed: points that differ only in seed share it."""
+        return json.dumps({k: v for k, v in self.values.items() if k != "training.seed"}, sort_keys=True)
+
+    def label(self) -> str:
+        """`lr=0.001, seed=1` style text for tables and messages."""
+        return ", ".join(f"{path}={value}" for path, value in self.values.items()) or "(base spec)"
+
+
+def sweep_id(document: Document) -> str:
+    """Stable id of a whole sweep: hash of the spec data including the sweep block."""
+    return hashlib.sha256(json.dumps(document.data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def draw(distribution: Distribution, rng: random.Random) -> Any:
+    """One value from a random-search distribution."""
+    if distribution.uniform is not None:
+        return rng.uniform(*distribution.uniform)
+    if distribution.loguniform is not None:
+        low, high = distribution.loguniform
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+    if distribution.randint is not None:
+        return rng.randint(*distribution.randint)
+    assert distribution.choice is not None
+    return rng.choice(distribution.choice)
+
+
+def sweep_values(sweep: SweepSpec) -> list[dict[str, Any]]:
+    """The swept values of every point, seeds last (grid: every combination; random: `samples` draws)."""
+    if sweep.method == "grid":
+        paths = list(sweep.parameters)
+        lists = [sweep.parameters[path] for path in paths]
+        combos = [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*lists)]  # type: ignore[arg-type]
+    else:
+        rng = random.Random(sweep.seed)
+        combos = []
+        for _ in range(sweep.samples or 0):
+            combos.append(
+                {
+                    path: draw(value, rng) if isinstance(value, Distribution) else rng.choice(value)
+                    for path, value in sweep.parameters.items()
+                }
+            )
+    if not sweep.seeds:
+        return combos
+    return [{**combo, "training.seed": seed} for combo in combos for seed in sweep.seeds]
+
+
+def _value_location(document: Document, path: str, value: Any, sweep: SweepSpec) -> Location:
+    """The sweep entry a value came from (the list item when the parameter is a list)."""
+    if path == "training.seed":
+        key: tuple[str | int, ...] = ("sweep", "seeds", sweep.seeds.index(value))
+    else:
+        options = sweep.parameters[path]
+        index = options.index(value) if isinstance(options, list) and value in options else None
+        key = ("sweep", "parameters", path) + ((index,) if index is not None else ())
+    return document.location_of(key)
+
+
+def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
+    """Every point of the spec's sweep as a validated spec; all problems of all points at once."""
+    if spec.sweep is None:
+        return [SweepPoint(0, {}, spec)]
+    problems: list[Problem] = []
+    points = []
+    for index, values in enumerate(sweep_values(spec.sweep)):
+        data = copy.deepcopy(document.data)
+        del data["sweep"]
+        point = Document(document.source, data, dict(document.locations), document.base_dir)
+        for path, value in values.items():
+            where = _value_location(document, path, value, spec.sweep)
+            problem = set_path(point, tuple(path.split(".")), copy.deepcopy(value), where)
+            if problem:
+                problems.append(problem)
+        label = ", ".join(f"{path}={value}" for path, value in values.items())
+        try:
+            points.append(SweepPoint(index, values, validate_document(point)))
+        except SpecError as error:
+            problems += [Problem(p.location, p.path, f"{p.message} [sweep point {index}: {label}]") for p in error.problems]
+    if problems:
+        raise SpecError(problems)
+    return points
+
+
+def estimated_cost_usd(spec: ExperimentSpec) -> float | None:
+    """Upper bound of a point's SageMaker cost: instance-hours at list price over max_run (None: local or unknown)."""
+    compute = spec.compute
+    price = INSTANCE_HOUR_USD.get(compute.instance_type)
+    if compute.is_local or price is None:
+        return None
+    return price * compute.instance_count * compute.max_run / 3600
+
+
+def dry_run_rows(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """The dry-run table: one row per point."""
+    return [
+        {
+            "index": point.index,
+            "run_id": point.run_id,
+            "values": point.values,
+            "instance_type": point.spec.compute.instance_type,
+            "instance_count": point.spec.compute.instance_count,
+            "estimated_cost_usd": estimated_cost_usd(point.spec),
+        }
+        for point in points
+    ]
+
+
+# --- running -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PointResult:
+    """How one point ended."""
+
+    run_id: str
+    status: str
+    """`finished`, `failed` or `skipped` (finished in an earlier invocation)."""
+    mean_return: float | None = None
+    best_checkpoint: str | None = None
+    run_dir: str | None = None
+    message: str = ""
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    """(timesteps, episode_return_mean) per iteration, for the comparison picture."""
+
+
+Launch = Callable[[SweepPoint], PointResult]
+Finished = Callable[[SweepPoint], PointResult | None]
+
+
+def run_points(
+    points: Sequence[SweepPoint],
+    *,
+    launch: Launch,
+    finished: Finished,
+    max_parallel: int,
+    report: Callable[[SweepPoint, PointResult], None],
+) -> list[PointResult]:
+    """Launch every point not finished yet, at most `max_parallel` at once, reporting each end as it happens."""
+    results: dict[int, PointResult] = {}
+    pending: list[SweepPoint] = []
+    for point in points:
+        done = finished(point)
+        if done is not None:
+            results[point.index] = done
+            report(point, done)
+        else:
+            pending.append(point)
+    lock = threading.Lock()
+
+    def guarded(point: SweepPoint) -> PointResult:
+        try:
+            return launch(point)
+        except Exception as error:  # a failed point must not stop the others
+            return PointResult(point.run_id, "failed", message=f"{type(error).__name__}: {error}")
+
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        running: dict[Future[PointResult], SweepPoint] = {}
+        queue = list(pending)
+        while queue or running:
+            while queue and len(running) < max_parallel:
+                point = queue.pop(0)
+                running[pool.submit(guarded, point)] = point
+            done_futures, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done_futures:
+                point = running.pop(future)
+                result = future.result()
+                with lock:
+                    results[point.index] = result
+                    report(point, result)
+    return [results[point.index] for point in points]
+
+
+def summarize(points: Sequence[SweepPoint], results: Sequence[PointResult]) -> dict[str, Any]:
+    """Per point status and return; per configuration mean and spread across seeds."""
+    rows = [
+        {
+            "index": point.index,
+            "run_id": point.run_id,
+            "values": point.values,
+            "status": result.status,
+            "mean_return": result.mean_return,
+            "best_checkpoint": result.best_checkpoint,
+            "run_dir": result.run_dir,
+            "message": result.message,
+        }
+        for point, result in zip(points, results, strict=True)
+    ]
+    groups: dict[str, list[float]] = {}
+    labels: dict[str, dict[str, Any]] = {}
+    for point, result in zip(points, results, strict=True):
+        labels[point.config_key] = {k: v for k, v in point.values.items() if k != "training.seed"}
+        if result.mean_return is not None:
+            groups.setdefault(point.config_key, []).append(result.mean_return)
+        else:
+            groups.setdefault(point.config_key, [])
+    configurations = [
+        {
+            "values": labels[key],
+            "runs": len(returns),
+            "mean_return": statistics.fmean(returns) if returns else None,
+            "std_return": statistics.pstdev(returns) if len(returns) > 1 else (0.0 if returns else None),
+        }
+        for key, returns in groups.items()
+    ]
+    counts = {status: sum(1 for row in rows if row["status"] == status) for status in ("finished", "skipped", "failed")}
+    return {"points": rows, "configurations": configurations, "counts": counts}
+
+
+def summary_csv(summary: Mapping[str, Any]) -> str:
+    """The per-point summary as CSV."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["index", "run_id", "values", "status", "mean_return", "best_checkpoint", "message"])
+    for row in summary["points"]:
+        writer.writerow([row["index"], row["run_id"], json.dumps(row["values"], sort_keys=True), row["status"], row["mean_return"], row["best_checkpoint"], row["message"]])
+    return out.getvalue()
+
+
+def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], path: Path) -> None:
+    """A picture comparing the points' learning curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for point, result in zip(points, results, strict=True):
+        if result.curve:
+            steps, returns = zip(*result.curve, strict=True)
+            axes.plot(steps, returns, label=f"{point.index}: {point.label()}")
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel("episode return (mean)")
+    axes.grid(alpha=0.3)
+    if axes.lines:
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
