@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,7 @@ with warnings.catch_warnings():
     from mlagents_envs.environment import UnityEnvironment
     from mlagents_envs.exception import (
         UnityEnvironmentException,
+        UnityException,
         UnityTimeOutException,
         UnityWorkerInUseException,
     )
@@ -64,11 +65,22 @@ with warnings.catch_warnings():
     from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
     from mlagents_envs.side_channel.side_channel import SideChannel
 
+# The version check in UnityEnvironment.__init__ uses distutils' StrictVersion (deprecated since
+# Python 3.10). A process-wide filter, because warnings.catch_warnings is not thread-safe and
+# environments are created from several threads.
+warnings.filterwarnings(
+    "ignore",
+    message="distutils Version classes are deprecated",
+    category=DeprecationWarning,
+    module=r"mlagents_envs\.environment",
+)
+
 Obs: TypeAlias = Any
 LOOPBACK = "127.0.0.1"
 DEFAULT_BASE_PORT = 5005
 PORT_SPAN = 2000
 """How many ports above ``base_port`` are probed before giving up."""
+_MAX_SILENT_STEPS = 10_000
 PROCESS_POLL_S = 1.0
 """How often a waiting exchange checks that the player process is still alive."""
 
@@ -148,9 +160,7 @@ class LoopbackCommunicator(RpcCommunicator):  # type: ignore[misc]
                 waited += PROCESS_POLL_S
             if poll_callback is not None:
                 poll_callback()  # raises when the player process has exited
-        raise UnityTimeOutException(
-            f"127.0.0.1:{self.port}: the Unity player sent nothing for {self.timeout_wait} s"
-        )
+        raise UnityTimeOutException(f"127.0.0.1:{self.port}: the Unity player sent nothing for {self.timeout_wait} s")
 
     def initialize(self, inputs: UnityInputProto, poll_callback: PollCallback | None = None) -> UnityOutputProto:
         """Run the two-message handshake; return Unity's initialization output."""
@@ -249,7 +259,7 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
         try:
             super().__init__(base_port=lease.port, worker_id=0, **kwargs)
         except BaseException:
-            self._teardown()
+            self._close(0)
             raise
 
     @staticmethod
@@ -268,11 +278,11 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
 
     def close(self) -> None:
         """Stop the player and free its port (idempotent)."""
-        self._teardown()
+        self._close()
 
-    def _teardown(self) -> None:
-        # UnityEnvironment registers this hook before it can fail; left in place it prints an
-        # AttributeError at exit and keeps every closed environment alive until then.
+    def _close(self, timeout: int | None = None) -> None:
+        # Also called by UnityEnvironment itself when its constructor fails. The atexit hook it
+        # registers first would print an AttributeError at exit and keep every environment alive.
         atexit.unregister(self._close)
         communicator = getattr(self, "_communicator", None)
         if communicator is not None:
@@ -281,7 +291,7 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
         self._loaded = False
         process = getattr(self, "_process", None)
         if process is not None:
-            _stop_process(process, timeout_s=5.0)
+            _stop_process(process, timeout_s=5.0 if timeout is None else float(timeout))
             self._process = None
         self._lease.release()
 
@@ -457,7 +467,7 @@ class _Converter:
     @property
     def is_discrete(self) -> bool:
         """Whether actions are discrete (masks are reported)."""
-        return self.spec.action_spec.discrete_size > 0
+        return bool(self.spec.action_spec.discrete_size > 0)
 
     def observations(self, obs: Sequence[np.ndarray], rows: np.ndarray | slice) -> Obs:
         """Gym observations for the given agent rows (batched along the first axis)."""
@@ -472,7 +482,7 @@ class _Converter:
 
     def _visual(self, array: np.ndarray) -> np.ndarray:
         if self.uint8_visual:
-            return cast(np.ndarray, (array * 255.0).astype(np.uint8))
+            return (array * 255.0).astype(np.uint8)
         return array.astype(np.float32, copy=False)
 
     def _vector(self, obs: Sequence[np.ndarray], rows: np.ndarray | slice) -> np.ndarray:
@@ -518,8 +528,9 @@ class _Converter:
         return tuple(np.ones((count, b), dtype=np.int8) for b in branches)
 
 
-def _single_behavior(env: BaseEnv) -> str:
-    if not env.behavior_specs:
+def _single_behavior(env: BaseEnv) -> tuple[str, bool]:
+    reset = not env.behavior_specs
+    if reset:
         env.reset()  # specs arrive with the first message that carries agents
     names = list(env.behavior_specs)
     if len(names) != 1:
@@ -527,7 +538,20 @@ def _single_behavior(env: BaseEnv) -> str:
             f"unity_env: the environment has {len(names)} behaviours ({', '.join(names) or 'none'}); "
             "this adapter drives exactly one (use one behaviour per Unity build)"
         )
-    return names[0]
+    return names[0], reset
+
+
+@contextlib.contextmanager
+def _player_errors(env: BaseEnv, action: str) -> Iterator[None]:
+    """Turn mlagents' exceptions during an exchange into one error that names the player."""
+    try:
+        yield
+    except UnityException as error:
+        port = getattr(env, "port", None)
+        process = getattr(env, "process", None)
+        where = f"127.0.0.1:{port}" if port is not None else "unity_env"
+        who = f" (player pid {process.pid})" if process is not None else ""
+        raise UnityEnvError(f"{where}{who}: {action} failed, the Unity player stopped or hung: {error}") from error
 
 
 def _rewards(steps: DecisionSteps | TerminalSteps) -> np.ndarray:
@@ -560,7 +584,7 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         max_episode_steps: int | None = None,
     ) -> None:
         self._env = env
-        self._behavior = _single_behavior(env)
+        self._behavior, was_reset = _single_behavior(env)
         self._conv = _Converter(env.behavior_specs[self._behavior], uint8_visual, flatten_branched, allow_multiple_obs)
         self.observation_space = self._conv.observation_space
         self.action_space = self._conv.action_space
@@ -572,9 +596,9 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         self._fresh: DecisionSteps | None = None
         self._needs_reset = True
         self._closed = False
-        decision, _ = env.get_steps(self._behavior)
-        if len(decision):
-            self._fresh = decision
+        if was_reset:
+            decision, _ = env.get_steps(self._behavior)
+            self._fresh = decision if len(decision) else None
 
     @property
     def unity_env(self) -> BaseEnv:
@@ -586,8 +610,9 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         super().reset(seed=seed)
         decision = self._fresh
         if decision is None:
-            self._env.reset()
-            decision = self._await_decision()
+            with _player_errors(self._env, "reset()"):
+                self._env.reset()
+                decision = self._await_decision()
         self._fresh = None
         self._check_one_agent(decision)
         self._agent_id = int(decision.agent_id[0])
@@ -600,26 +625,35 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         if self._needs_reset:
             raise UnityEnvError("unity_env: step() called before reset() or after the episode ended")
         self._env.set_actions(self._behavior, self._conv.action_tuple(np.asarray([action])))
-        self._env.step()
-        reward = 0.0
-        while True:
-            decision, terminal = self._env.get_steps(self._behavior)
-            if len(terminal) and self._agent_id in terminal.agent_id:
-                return self._end_episode(decision, terminal, reward)
-            if len(decision) and self._agent_id in decision.agent_id:
-                break
-            # The agent did not ask for a decision this Academy step; keep the clock running.
-            reward += float(_rewards(decision)[0]) if len(decision) else 0.0
+        with _player_errors(self._env, "step()"):
             self._env.step()
-        self._check_one_agent(decision)
+            decision, terminal = self._await_agent()
+        if len(terminal) and self._agent_id in terminal.agent_id:
+            return self._end_episode(decision, terminal)
         self._steps += 1
         truncated = self._max_episode_steps is not None and self._steps >= self._max_episode_steps
         self._needs_reset = truncated
         obs = _first(self._conv.observations(decision.obs, slice(0, 1)))
-        return obs, reward + float(_rewards(decision)[0]), False, truncated, self._info(decision)
+        return obs, float(_rewards(decision)[0]), False, truncated, self._info(decision)
+
+    def _await_agent(self) -> tuple[DecisionSteps, TerminalSteps]:
+        for _ in range(_MAX_SILENT_STEPS):
+            decision, terminal = self._env.get_steps(self._behavior)
+            if self._agent_id in terminal.agent_id:
+                return decision, terminal
+            if self._agent_id in decision.agent_id:
+                self._check_one_agent(decision)
+                return decision, terminal
+            if len(decision):
+                raise UnityEnvError(
+                    f"unity_env: agent {decision.agent_id.tolist()} of {self._behavior} requested a "
+                    f"decision, expected agent {self._agent_id}"
+                )
+            self._env.step()  # no decision requested this Academy step: let Unity run on
+        raise UnityEnvError(f"unity_env: agent {self._agent_id} of {self._behavior} stopped requesting decisions")
 
     def _end_episode(
-        self, decision: DecisionSteps, terminal: TerminalSteps, reward: float
+        self, decision: DecisionSteps, terminal: TerminalSteps
     ) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         row = int(np.flatnonzero(terminal.agent_id == self._agent_id)[0])
         interrupted = bool(terminal.interrupted[row])
@@ -631,11 +665,11 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         info: dict[str, Any] = {"max_step_reached": interrupted}
         if self._conv.is_discrete:
             info["action_mask"] = _first(self._conv.all_allowed(1))
-        reward += float(_rewards(terminal)[row])
+        reward = float(_rewards(terminal)[row])
         return obs, reward, not interrupted, interrupted or limit, info
 
     def _await_decision(self) -> DecisionSteps:
-        for _ in range(10_000):
+        for _ in range(_MAX_SILENT_STEPS):
             decision, _ = self._env.get_steps(self._behavior)
             if len(decision):
                 return decision
@@ -688,7 +722,7 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         max_episode_steps: int | None = None,
     ) -> None:
         self._env = env
-        self._behavior = _single_behavior(env)
+        self._behavior, was_reset = _single_behavior(env)
         self._conv = _Converter(env.behavior_specs[self._behavior], uint8_visual, flatten_branched, allow_multiple_obs)
         self.num_envs = num_envs
         self.single_observation_space = self._conv.observation_space
@@ -700,7 +734,7 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         self._rows = np.arange(num_envs)  # area -> row in the latest DecisionSteps
         self._steps = np.zeros(num_envs, dtype=np.int64)
         self._autoreset = np.zeros(num_envs, dtype=bool)
-        self._fresh = len(env.get_steps(self._behavior)[0]) == num_envs
+        self._fresh = was_reset and len(env.get_steps(self._behavior)[0]) == num_envs
         self._closed = False
 
     @property
@@ -712,7 +746,8 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         """Reset every area (RESET, unless Unity's first decisions are still unused)."""
         super().reset(seed=seed)
         if not self._fresh:
-            self._env.reset()
+            with _player_errors(self._env, "reset()"):
+                self._env.reset()
         self._fresh = False
         decision, _ = self._env.get_steps(self._behavior)
         self._check_count(decision)
@@ -758,7 +793,8 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         order = np.empty(self.num_envs, dtype=np.int64)
         order[self._rows] = np.arange(self.num_envs)  # row -> area
         self._env.set_actions(self._behavior, _reorder(batch, order))
-        self._env.step()
+        with _player_errors(self._env, "step()"):
+            self._env.step()
 
     def _apply_terminal(
         self, terminal: TerminalSteps, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
@@ -780,7 +816,7 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
 
     def _map_decisions(self, decision: DecisionSteps, ended: np.ndarray) -> None:
         self._check_count(decision)
-        free = iter(np.flatnonzero(ended))
+        free = iter(int(area) for area in np.flatnonzero(ended))
         rows = np.empty(self.num_envs, dtype=np.int64)
         for row, agent in enumerate(decision.agent_id):
             area = self._area_of.get(int(agent))
@@ -791,7 +827,7 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
                         f"unity_env: agent {agent} of {self._behavior} belongs to no area "
                         "(areas must keep one agent each, ending and restarting in the same message)"
                     )
-                self._area_of[int(agent)] = int(area)
+                self._area_of[int(agent)] = area
             rows[area] = row
         self._rows = rows
 
@@ -845,7 +881,9 @@ def resolve_binary(name: str | None, binary: str | None, environ: Mapping[str, s
         if binary.startswith("s3://"):
             channel = environ.get("SM_CHANNEL_TRAIN")
             if not channel:
-                raise UnityEnvError(f"environment.binary: {binary} needs the SageMaker train channel (SM_CHANNEL_TRAIN unset)")
+                raise UnityEnvError(
+                    f"environment.binary: {binary} needs the SageMaker train channel (SM_CHANNEL_TRAIN unset)"
+                )
             path = Path(channel) / binary.rstrip("/").rsplit("/", 1)[-1]
             if path.is_file():
                 path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -881,28 +919,31 @@ def make_unity_env(env_config: Mapping[str, Any]) -> gymnasium.Env[Obs, Any] | U
     num_areas = int(env_config["num_envs"] if vector_entry else env_config.get("num_areas") or 1)
     executable = resolve_binary(env_config.get("name"), env_config.get("binary"), os.environ)
     base = launch_unity(executable, _launch_options(env_config, num_areas))
-    adapter_options = {
-        "uint8_visual": bool(env_config.get("uint8_visual", False)),
-        "flatten_branched": bool(env_config.get("flatten_branched", False)),
-        "allow_multiple_obs": bool(env_config.get("allow_multiple_obs", False)),
-        "max_episode_steps": env_config.get("max_episode_steps"),
-    }
+    uint8_visual = bool(env_config.get("uint8_visual", False))
+    flatten_branched = bool(env_config.get("flatten_branched", False))
+    allow_multiple_obs = bool(env_config.get("allow_multiple_obs", False))
+    limit = env_config.get("max_episode_steps")
+    max_episode_steps = int(limit) if limit is not None else None
     try:
         if vector_entry or num_areas > 1:
-            return UnityVectorEnv(base, num_areas, **adapter_options)
-        return UnityGymEnv(base, **adapter_options)
+            return UnityVectorEnv(
+                base,
+                num_areas,
+                uint8_visual=uint8_visual,
+                flatten_branched=flatten_branched,
+                allow_multiple_obs=allow_multiple_obs,
+                max_episode_steps=max_episode_steps,
+            )
+        return UnityGymEnv(
+            base,
+            uint8_visual=uint8_visual,
+            flatten_branched=flatten_branched,
+            allow_multiple_obs=allow_multiple_obs,
+            max_episode_steps=max_episode_steps,
+        )
     except BaseException:
         base.close()
         raise
-
-
-def iter_player_pids(envs: Sequence[Any]) -> Iterator[int]:
-    """Pids of the players behind adapters (for tests and diagnostics)."""
-    for env in envs:
-        base = getattr(env, "unity_env", None)
-        process = getattr(base, "process", None)
-        if process is not None:
-            yield process.pid
 
 
 __all__ = [
@@ -918,5 +959,3 @@ __all__ = [
     "reserve_port",
     "resolve_binary",
 ]
-
-_unused: Callable[..., Any] = iter_player_pids

@@ -36,8 +36,7 @@ def _resolve_remote(name: str) -> Path:
         from mlagents_envs.registry.remote_registry_entry import RemoteRegistryEntry
     except ImportError as error:  # pragma: no cover - mlagents_envs is a dependency
         raise ImportError(
-            "environment.name: resolving a remote registry name needs mlagents-envs "
-            "(pip install mlagents-envs==0.28.0)"
+            "environment.name: resolving a remote registry name needs mlagents-envs (pip install mlagents-envs==0.28.0)"
         ) from error
     try:
         known = name in default_registry

@@ -95,9 +95,7 @@ class Game:
             return [wire.agent_info(self._observations[position], reward, False, False, self.ids[area])]
         # The terminal info and the next episode's first decision travel in the same message,
         # as with a DecisionRequester in Unity (reference §2.8 step 5).
-        terminal = wire.agent_info(
-            self._observations[position], reward, True, max_step_reached, self.ids[area]
-        )
+        terminal = wire.agent_info(self._observations[position], reward, True, max_step_reached, self.ids[area])
         return [terminal, self._new_episode(area)]
 
     def _new_episode(self, area: int) -> bytes:

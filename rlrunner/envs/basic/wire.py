@@ -227,9 +227,7 @@ def observation(name: str, values: list[float]) -> bytes:
     )
 
 
-def agent_info(
-    observation_field: bytes, reward: float, done: bool, max_step_reached: bool, agent_id: int
-) -> bytes:
+def agent_info(observation_field: bytes, reward: float, done: bool, max_step_reached: bool, agent_id: int) -> bytes:
     """Encode one ``AgentInfoProto``; ``observation_field`` is a pre-encoded field 13."""
     return b"".join(
         (
