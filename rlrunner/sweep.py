@@ -298,3 +298,72 @@ def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], pa
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+# --- backends --------------------------------------------------------------------------------------
+
+
+def read_curve(metrics_csv: Path) -> list[tuple[float, float]]:
+    """(timesteps, episode_return_mean) rows of a run's metrics.csv."""
+    if not metrics_csv.is_file():
+        return []
+    with metrics_csv.open() as handle:
+        return [
+            (float(row["timesteps"]), float(row["episode_return_mean"]))
+            for row in csv.DictReader(handle)
+            if row.get("timesteps") and row.get("episode_return_mean")
+        ]
+
+
+def local_result(run_dir: Path, run_id: str, status: str | None = None) -> PointResult | None:
+    """A point's result from its local run dir (None if it never finished a run)."""
+    from rlrunner.backends.local import METRICS_FILE, RUN_FILE, RunDir
+    from rlrunner.entry.checkpoints import CheckpointStore
+
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if "exit_code" not in record:
+        return None
+    newest = CheckpointStore(RunDir(run_dir).checkpoints, keep=1).newest()
+    evaluation = record.get("evaluation") or {}
+    ok = record["exit_code"] == 0
+    return PointResult(
+        run_id,
+        status or ("finished" if ok else "failed"),
+        mean_return=evaluation.get("mean"),
+        best_checkpoint=str(newest.path) if newest else None,
+        run_dir=str(run_dir),
+        message="" if ok else str(record.get("failure") or f"exit code {record['exit_code']}"),
+        curve=read_curve(run_dir / METRICS_FILE),
+    )
+
+
+def local_backend(spec_dir: Path, logs: Path, runs_root: Path | None = None) -> tuple[Launch, Finished]:
+    """Launch and finished-check functions that run points on this machine, one run dir each."""
+    from rlrunner.backends.local import RUNS_ROOT, default_run_dir, run_local
+    from rlrunner.runner import plan
+
+    root = runs_root or RUNS_ROOT
+
+    def run_dir_of(point: SweepPoint) -> Path:
+        return default_run_dir(point.spec, point.run_id, root)
+
+    def launch(point: SweepPoint) -> PointResult:
+        job = plan(point.spec, spec_dir=spec_dir, local=True)
+        run_dir = run_dir_of(point)
+        again = run_dir.is_dir() and any(run_dir.iterdir())  # a failed or interrupted earlier try: continue it
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{point.index:04d}-{point.run_id}.log", "w") as log:
+            result = run_local(point.spec, job, spec_dir=spec_dir, run_dir=run_dir, resume=again, stream=log, bar=False)
+        found = local_result(result.run_dir, point.run_id)
+        if found is None:
+            return PointResult(point.run_id, "failed", run_dir=str(result.run_dir), message=result.failure or f"exit code {result.exit_code}")
+        return found
+
+    def finished(point: SweepPoint) -> PointResult | None:
+        found = local_result(run_dir_of(point), point.run_id, status="skipped")
+        return found if found is not None and not found.message else None
+
+    return launch, finished
