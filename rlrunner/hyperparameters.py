@@ -111,15 +111,19 @@ def generate_table() -> dict[str, Any]:
     import importlib
 
     import ray
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray._common.deprecation import DEPRECATED_VALUE
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     algorithms: dict[str, dict[str, str]] = {}
     for name in ALGORITHMS:
         module = importlib.import_module(f"ray.rllib.algorithms.{name.lower()}")
         config_class = getattr(module, f"{name}Config")
         defaults = config_class().to_dict()
-        for key in [key for key in defaults if key.startswith("_") and isinstance(getattr(config_class, key[1:], None), property)]:
+        for key in [
+            key
+            for key in defaults
+            if key.startswith("_") and isinstance(getattr(config_class, key[1:], None), property)
+        ]:
             defaults[key[1:]] = defaults.pop(key)
         keys = {}
         for key, value in sorted(defaults.items()):
@@ -132,9 +136,7 @@ def generate_table() -> dict[str, Any]:
             keys[key] = "float" if "gpus" in key else _kind(value)
         algorithms[name] = keys
     model = {
-        field.name: _kind(field.default)
-        if field.default is not dataclasses.MISSING
-        else _kind(field.default_factory())  # type: ignore[misc]
+        field.name: _kind(field.default) if field.default is not dataclasses.MISSING else _kind(field.default_factory())  # type: ignore[misc]
         for field in dataclasses.fields(DefaultModelConfig)
     }
     return {"ray_version": ray.__version__, "algorithms": algorithms, "model": model}

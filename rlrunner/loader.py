@@ -110,7 +110,15 @@ def parse_yaml(text: str, source: str) -> Document:
         raise SpecError([Problem(Location(source, line, column), "", message)]) from None
     document = Document(source, None)
     if node is None:
-        raise SpecError([Problem(Location(source, 1, 1), "", "the file is empty; expected a mapping with name, environment, algorithm and training")])
+        raise SpecError(
+            [
+                Problem(
+                    Location(source, 1, 1),
+                    "",
+                    "the file is empty; expected a mapping with name, environment, algorithm and training",
+                )
+            ]
+        )
     constructor = yaml.SafeLoader("")
     problems: list[Problem] = []
     document.data = _construct(node, (), document, constructor, problems)
@@ -119,7 +127,9 @@ def parse_yaml(text: str, source: str) -> Document:
     return document
 
 
-def _construct(node: yaml.Node, path: PathKey, document: Document, constructor: yaml.SafeLoader, problems: list[Problem]) -> Any:
+def _construct(
+    node: yaml.Node, path: PathKey, document: Document, constructor: yaml.SafeLoader, problems: list[Problem]
+) -> Any:
     document.locations[path] = Location(document.source, node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         constructor.flatten_mapping(node)
@@ -136,7 +146,9 @@ def _construct(node: yaml.Node, path: PathKey, document: Document, constructor: 
             document.locations.setdefault((*path, key), document.locations[(*path, key)])
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, index), document, constructor, problems) for index, item in enumerate(node.value)]
+        return [
+            _construct(item, (*path, index), document, constructor, problems) for index, item in enumerate(node.value)
+        ]
     return constructor.construct_object(node)
 
 
@@ -161,7 +173,13 @@ def interpolate_env(document: Document, environ: Mapping[str, str]) -> list[Prob
                 return environ[name]
             if default is not None:
                 return default
-            problems.append(Problem(document.location_of(path), dotted(path), f"environment variable {name} is not set (write ${{env:{name},default}} to give a default)"))
+            problems.append(
+                Problem(
+                    document.location_of(path),
+                    dotted(path),
+                    f"environment variable {name} is not set (write ${{env:{name},default}} to give a default)",
+                )
+            )
             return ""
 
         whole = _ENV_PATTERN.fullmatch(value)
@@ -186,12 +204,24 @@ def apply_overrides(document: Document, overrides: Sequence[str]) -> list[Proble
         source = f"--set {override}"
         key, sep, raw = override.partition("=")
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
-            problems.append(Problem(Location(source, 1, 1), "", "expected --set dotted.path=value, e.g. --set algorithm.hyperparameters.lr=0.0003"))
+            problems.append(
+                Problem(
+                    Location(source, 1, 1),
+                    "",
+                    "expected --set dotted.path=value, e.g. --set algorithm.hyperparameters.lr=0.0003",
+                )
+            )
             continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as error:
-            problems.append(Problem(Location(source, 1, len(key) + 2), key, f"value is not valid YAML: {getattr(error, 'problem', error)}"))
+            problems.append(
+                Problem(
+                    Location(source, 1, len(key) + 2),
+                    key,
+                    f"value is not valid YAML: {getattr(error, 'problem', error)}",
+                )
+            )
             continue
         path: PathKey = tuple(int(part) if part.isdigit() else part for part in key.split("."))
         problem = set_path(document, path, value, Location(source, 1, len(key) + 2))
@@ -206,7 +236,11 @@ def set_path(document: Document, path: PathKey, value: Any, location: Location) 
         return Problem(location, dotted(path), "the spec is not a mapping")
     target = document.data
     for index, part in enumerate(path[:-1]):
-        child = target.get(part) if isinstance(target, dict) else (target[part] if isinstance(target, list) and isinstance(part, int) and part < len(target) else None)
+        child = (
+            target.get(part)
+            if isinstance(target, dict)
+            else (target[part] if isinstance(target, list) and isinstance(part, int) and part < len(target) else None)
+        )
         if child is None:
             child = {}
             if isinstance(target, dict):
@@ -236,7 +270,15 @@ def validate_document(document: Document) -> ExperimentSpec:
     """Validate a document as an ExperimentSpec; raise SpecError with every located problem."""
     if not isinstance(document.data, dict):
         got = type(document.data).__name__
-        raise SpecError([Problem(document.location_of(()), "", f"expected a mapping with name, environment, algorithm and training (got {got})")])
+        raise SpecError(
+            [
+                Problem(
+                    document.location_of(()),
+                    "",
+                    f"expected a mapping with name, environment, algorithm and training (got {got})",
+                )
+            ]
+        )
     try:
         spec = ExperimentSpec.model_validate(document.data)
     except ValidationError as error:
@@ -253,12 +295,16 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
     if spec.source_dir is not None:
         folder = document.base_dir / spec.source_dir
         if not folder.is_dir():
-            problems.append(Problem(document.location_of(("source_dir",)), "source_dir", f"folder {folder} does not exist"))
+            problems.append(
+                Problem(document.location_of(("source_dir",)), "source_dir", f"folder {folder} does not exist")
+            )
         elif spec.algorithm.model.module:
             filename = spec.algorithm.model.module.split(":")[0].replace(".", "/") + ".py"
             if not (folder / filename).is_file():
                 path = ("algorithm", "model", "module")
-                problems.append(Problem(document.location_of(path), dotted(path), f"file {folder / filename} does not exist"))
+                problems.append(
+                    Problem(document.location_of(path), dotted(path), f"file {folder / filename} does not exist")
+                )
     binary = spec.environment.binary
     if binary is not None and not spec.environment.binary_on_s3:
         resolved = document.base_dir / binary
@@ -287,7 +333,15 @@ def problems_from_validation(error: ValidationError, document: Document) -> list
     return problems
 
 
-_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string", "list": "a list", "dict": "a mapping", "tuple": "a list"}
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+    "tuple": "a list",
+}
 
 
 def _union_message(items: list[Any]) -> str:
@@ -298,7 +352,11 @@ def _union_message(items: list[Any]) -> str:
     words = []
     for item in items:
         kind = item["type"]
-        word = repr(item["ctx"]["expected"]).strip('"') if kind == "literal_error" else _TYPE_WORDS.get(kind.split("_")[0], kind)
+        word = (
+            repr(item["ctx"]["expected"]).strip('"')
+            if kind == "literal_error"
+            else _TYPE_WORDS.get(kind.split("_")[0], kind)
+        )
         if word not in words:
             words.append(word)
     return f"must be {' or '.join(words)} (got {items[0].get('input')!r})"
@@ -309,12 +367,12 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
     path: list[str | int] = []
     current = data
     for part in loc:
-        if isinstance(current, dict) and part in current:
+        present = (isinstance(current, dict) and part in current) or (
+            isinstance(current, list) and isinstance(part, int) and part < len(current)
+        )
+        if present:
             path.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
-            path.append(part)
-            current = current[part]
+            current = current[part]  # type: ignore[index]
         elif isinstance(current, dict) and isinstance(part, str) and not _looks_like_tag(part):
             path.append(part)  # a missing field
             current = None
@@ -327,7 +385,11 @@ def _looks_like_tag(part: str) -> bool:
 
 def _message(item: Any, path: PathKey, data: Any) -> str:
     kind, ctx, value = item["type"], item.get("ctx", {}), item.get("input")
-    got = f" (got {value!r})" if not isinstance(value, dict | list) else f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
+    got = (
+        f" (got {value!r})"
+        if not isinstance(value, dict | list)
+        else f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
+    )
     if kind == "extra_forbidden":
         return _unknown_key(path, data)
     if kind == "missing":
@@ -387,8 +449,10 @@ def _allowed_keys(path: PathKey, data: Any) -> list[str]:
 
 
 def _model_of(annotation: Any, data: Any) -> Any:
-    if isinstance(data, dict) and data.get("name") in ALGORITHM_CLASSES and any(
-        arg in ALGORITHM_CLASSES.values() for arg in typing.get_args(annotation)
+    if (
+        isinstance(data, dict)
+        and data.get("name") in ALGORITHM_CLASSES
+        and any(arg in ALGORITHM_CLASSES.values() for arg in typing.get_args(annotation))
     ):
         return ALGORITHM_CLASSES[data["name"]]
     origin = typing.get_origin(annotation)
@@ -405,14 +469,18 @@ def _model_of(annotation: Any, data: Any) -> Any:
 # --- the edge: read a file ------------------------------------------------------------------------
 
 
-def load_document(path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Document:
+def load_document(
+    path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> Document:
     """Read a spec file, interpolate `${env:…}` and apply overrides (not yet validated)."""
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise SpecError([Problem(Location(source, 1, 1), "", f"cannot read the file: {getattr(error, 'strerror', None) or error}")]) from None
+        raise SpecError(
+            [Problem(Location(source, 1, 1), "", f"cannot read the file: {getattr(error, 'strerror', None) or error}")]
+        ) from None
     document = parse_yaml(text, source)
     document.base_dir = path.parent
     problems = interpolate_env(document, os.environ if environ is None else environ)
@@ -422,7 +490,9 @@ def load_document(path: str | Path, overrides: Sequence[str] = (), environ: Mapp
     return document
 
 
-def load_spec(path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> tuple[ExperimentSpec, Document]:
+def load_spec(
+    path: str | Path, overrides: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> tuple[ExperimentSpec, Document]:
     """Read and validate a spec file."""
     document = load_document(path, overrides, environ)
     return validate_document(document), document

@@ -84,7 +84,11 @@ def render_estimator_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments for `sagemaker.rl.RLEstimator`."""
     compute = spec.compute
-    tags = {**compute.tags, f"{RESERVED_TAG_PREFIX}run-id": spec.run_id, f"{RESERVED_TAG_PREFIX}spec-hash": spec.spec_hash}
+    tags = {
+        **compute.tags,
+        f"{RESERVED_TAG_PREFIX}run-id": spec.run_id,
+        f"{RESERVED_TAG_PREFIX}spec-hash": spec.spec_hash,
+    }
     kwargs: dict[str, Any] = {
         "entry_point": ENTRY_POINT,
         "source_dir": str(ENTRY_DIR),
@@ -115,18 +119,28 @@ def render_estimator_kwargs(
 def check_limits(kwargs: Mapping[str, Any]) -> None:
     """SageMaker's API limits that the SDK only finds out at CreateTrainingJob."""
     if len(kwargs["metric_definitions"]) > MAX_METRIC_DEFINITIONS:
-        raise PlanError(f"{len(kwargs['metric_definitions'])} metric definitions; SageMaker allows {MAX_METRIC_DEFINITIONS}")
+        raise PlanError(
+            f"{len(kwargs['metric_definitions'])} metric definitions; SageMaker allows {MAX_METRIC_DEFINITIONS}"
+        )
     if len(kwargs["tags"]) > MAX_TAGS:
         raise PlanError(f"compute.tags: {len(kwargs['tags'])} tags with rlrunner's; SageMaker allows {MAX_TAGS}")
     hyperparameters = kwargs["hyperparameters"]
-    if len(hyperparameters) > MAX_HYPERPARAMETERS or any(len(str(v)) > MAX_HYPERPARAMETER_CHARS for v in hyperparameters.values()):
-        raise PlanError(f"hyperparameters exceed SageMaker's {MAX_HYPERPARAMETERS} keys of {MAX_HYPERPARAMETER_CHARS} characters")
+    if len(hyperparameters) > MAX_HYPERPARAMETERS or any(
+        len(str(v)) > MAX_HYPERPARAMETER_CHARS for v in hyperparameters.values()
+    ):
+        raise PlanError(
+            f"hyperparameters exceed SageMaker's {MAX_HYPERPARAMETERS} keys of {MAX_HYPERPARAMETER_CHARS} characters"
+        )
     environment = kwargs["environment"]
     if len(environment) > codec.MAX_ENV_VARS or any(len(v) > codec.MAX_VALUE_CHARS for v in environment.values()):
-        raise PlanError(f"environment exceeds SageMaker's {codec.MAX_ENV_VARS} variables of {codec.MAX_VALUE_CHARS} characters")
+        raise PlanError(
+            f"environment exceeds SageMaker's {codec.MAX_ENV_VARS} variables of {codec.MAX_VALUE_CHARS} characters"
+        )
 
 
-def plan(spec: ExperimentSpec, *, spec_dir: Path = Path("."), local: bool = False, environ: Mapping[str, str] = {}) -> JobPlan:
+def plan(
+    spec: ExperimentSpec, *, spec_dir: Path = Path("."), local: bool = False, environ: Mapping[str, str] = {}
+) -> JobPlan:
     """Render the whole plan for one spec."""
     if local:
         spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"instance_type": "local"})})

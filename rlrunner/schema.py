@@ -65,9 +65,9 @@ class EnvironmentSpec(Frozen):
     def _name_xor_binary(self) -> EnvironmentSpec:
         if (self.name is None) == (self.binary is None):
             raise ValueError("give exactly one of environment.name and environment.binary")
-        if self.binary is not None and self.binary.startswith("s3:"):
-            if not re.match(S3_URI_PATTERN, self.binary) or self.binary.endswith("/"):
-                raise ValueError(f"environment.binary: not an S3 object URI: {self.binary!r}")
+        s3 = self.binary is not None and self.binary.startswith("s3:")
+        if s3 and (not re.match(S3_URI_PATTERN, str(self.binary)) or str(self.binary).endswith("/")):
+            raise ValueError(f"environment.binary: not an S3 object URI: {self.binary!r}")
         return self
 
     @property
@@ -262,7 +262,10 @@ class ComputeSpec(Frozen):
     """S3 URI that /opt/ml/checkpoints is synced to (a spot restart resumes from it)."""
     volume_size: Annotated[int, Field(ge=1, le=16384)] = 30
     """EBS volume size in GB."""
-    tags: dict[Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN)], Annotated[str, Field(max_length=256, pattern=TAG_PATTERN)]] = {}
+    tags: dict[
+        Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN)],
+        Annotated[str, Field(max_length=256, pattern=TAG_PATTERN)],
+    ] = {}
     """Tags on the training job (rlrunner adds its run id and spec hash)."""
     environment: dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN)], Annotated[str, Field(max_length=512)]] = {}
     """Extra environment variables for the training container."""
@@ -328,7 +331,10 @@ class SweepSpec(Frozen):
 
     method: Literal["grid", "random"] = "grid"
     """`grid`: every combination of the listed values; `random`: `samples` draws."""
-    parameters: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_]+)+$")], Annotated[list[JsonValue], Field(min_length=1)] | Distribution] = {}
+    parameters: dict[
+        Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_]+)+$")],
+        Annotated[list[JsonValue], Field(min_length=1)] | Distribution,
+    ] = {}
     """Dotted spec paths and their values (a list) or distribution."""
     samples: Annotated[int, Field(ge=1, le=100000)] | None = None
     """Number of random draws (random only)."""
@@ -343,7 +349,9 @@ class SweepSpec(Frozen):
     def _method_matches(self) -> SweepSpec:
         distributions = [path for path, value in self.parameters.items() if isinstance(value, Distribution)]
         if self.method == "grid" and distributions:
-            raise ValueError(f"sweep.parameters.{distributions[0]}: a distribution needs sweep.method random (grid takes lists only)")
+            raise ValueError(
+                f"sweep.parameters.{distributions[0]}: a distribution needs sweep.method random (grid takes lists only)"
+            )
         if self.method == "random" and self.samples is None:
             raise ValueError("sweep.samples: required with sweep.method random")
         if self.method == "grid" and self.samples is not None:

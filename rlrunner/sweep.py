@@ -137,7 +137,9 @@ def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
         try:
             points.append(SweepPoint(index, values, validate_document(point)))
         except SpecError as error:
-            problems += [Problem(p.location, p.path, f"{p.message} [sweep point {index}: {label}]") for p in error.problems]
+            problems += [
+                Problem(p.location, p.path, f"{p.message} [sweep point {index}: {label}]") for p in error.problems
+            ]
     if problems:
         raise SpecError(problems)
     return points
@@ -274,7 +276,17 @@ def summary_csv(summary: Mapping[str, Any]) -> str:
     writer = csv.writer(out)
     writer.writerow(["index", "run_id", "values", "status", "mean_return", "best_checkpoint", "message"])
     for row in summary["points"]:
-        writer.writerow([row["index"], row["run_id"], json.dumps(row["values"], sort_keys=True), row["status"], row["mean_return"], row["best_checkpoint"], row["message"]])
+        writer.writerow(
+            [
+                row["index"],
+                row["run_id"],
+                json.dumps(row["values"], sort_keys=True),
+                row["status"],
+                row["mean_return"],
+                row["best_checkpoint"],
+                row["message"],
+            ]
+        )
     return out.getvalue()
 
 
@@ -359,7 +371,12 @@ def local_backend(spec_dir: Path, logs: Path, runs_root: Path | None = None) -> 
             result = run_local(point.spec, job, spec_dir=spec_dir, run_dir=run_dir, resume=again, stream=log, bar=False)
         found = local_result(result.run_dir, point.run_id)
         if found is None:
-            return PointResult(point.run_id, "failed", run_dir=str(result.run_dir), message=result.failure or f"exit code {result.exit_code}")
+            return PointResult(
+                point.run_id,
+                "failed",
+                run_dir=str(result.run_dir),
+                message=result.failure or f"exit code {result.exit_code}",
+            )
         return found
 
     def finished(point: SweepPoint) -> PointResult | None:

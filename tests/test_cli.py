@@ -47,7 +47,9 @@ def test_cli_schema_matches_the_checked_in_editor_schema() -> None:
     result = CliRunner().invoke(main, ["schema"])
     assert result.exit_code == 0
     checked_in = REPO / "docs" / "spec.schema.json"
-    assert json.loads(result.stdout) == json.loads(checked_in.read_text()), "regenerate: rlrunner schema > docs/spec.schema.json"
+    assert json.loads(result.stdout) == json.loads(checked_in.read_text()), (
+        "regenerate: rlrunner schema > docs/spec.schema.json"
+    )
 
 
 def test_cli_usage_error_exits_2() -> None:

@@ -33,71 +33,429 @@ def replace(old: str, new: str) -> str:
 
 # (id, spec text, --set overrides, environment, expected stderr with {f} for the file)
 BAD_INPUT = [
-    ("empty-file", "", [], {}, "{f}:1:1: the file is empty; expected a mapping with name, environment, algorithm and training"),
-    ("comment-only", "# nothing\n", [], {}, "{f}:1:1: the file is empty; expected a mapping with name, environment, algorithm and training"),
-    ("top-level-list", "- name: x\n", [], {}, "{f}:1:1: expected a mapping with name, environment, algorithm and training (got list)"),
-    ("top-level-scalar", "hello\n", [], {}, "{f}:1:1: expected a mapping with name, environment, algorithm and training (got str)"),
-    ("yaml-syntax-unclosed", replace("lr: 1.0e-4", "lr: [1.0e-4"), [], {}, "{f}:8:9: YAML syntax error: expected ',' or ']', but got ':'"),
-    ("yaml-syntax-tab", replace("  name: Basic", "\tname: Basic"), [], {}, "{f}:3:1: YAML syntax error: found character '\\t' that cannot start any token"),
-    ("duplicate-key", replace("  name: Basic\n", "  name: Basic\n  name: Other\n"), [], {}, "{f}:4:3: environment.name: duplicate key"),
+    (
+        "empty-file",
+        "",
+        [],
+        {},
+        "{f}:1:1: the file is empty; expected a mapping with name, environment, algorithm and training",
+    ),
+    (
+        "comment-only",
+        "# nothing\n",
+        [],
+        {},
+        "{f}:1:1: the file is empty; expected a mapping with name, environment, algorithm and training",
+    ),
+    (
+        "top-level-list",
+        "- name: x\n",
+        [],
+        {},
+        "{f}:1:1: expected a mapping with name, environment, algorithm and training (got list)",
+    ),
+    (
+        "top-level-scalar",
+        "hello\n",
+        [],
+        {},
+        "{f}:1:1: expected a mapping with name, environment, algorithm and training (got str)",
+    ),
+    (
+        "yaml-syntax-unclosed",
+        replace("lr: 1.0e-4", "lr: [1.0e-4"),
+        [],
+        {},
+        "{f}:8:9: YAML syntax error: expected ',' or ']', but got ':'",
+    ),
+    (
+        "yaml-syntax-tab",
+        replace("  name: Basic", "\tname: Basic"),
+        [],
+        {},
+        "{f}:3:1: YAML syntax error: found character '\\t' that cannot start any token",
+    ),
+    (
+        "duplicate-key",
+        replace("  name: Basic\n", "  name: Basic\n  name: Other\n"),
+        [],
+        {},
+        "{f}:4:3: environment.name: duplicate key",
+    ),
     ("duplicate-top-key", BASE + "name: again\n", [], {}, "{f}:13:1: name: duplicate key"),
-    ("unknown-top-key", BASE + "computee: {}\n", [], {}, "{f}:13:11: computee: unknown key 'computee'; did you mean 'compute'?"),
-    ("unknown-env-key", replace("  name: Basic", "  name: Basic\n  nographics: true"), [], {}, "{f}:4:15: environment.nographics: unknown key 'nographics'; did you mean 'no_graphics'?"),
-    ("unknown-hyperparameter", replace("lr: 1.0e-4", "lrr: 1.0e-4"), [], {}, "{f}:7:10: algorithm.hyperparameters.lrr: unknown key 'lrr'; did you mean 'lr'?"),
-    ("unknown-stop-key", replace("timesteps: 1000", "timestep: 1000"), [], {}, "{f}:10:15: training.stop.timestep: unknown key 'timestep'; did you mean 'timesteps'?"),
-    ("unknown-model-key", replace("    lr: 1.0e-4", "    lr: 1.0e-4\n  model:\n    fcnet_hidden: [8]"), [], {}, "{f}:9:19: algorithm.model.fcnet_hidden: unknown key 'fcnet_hidden'; did you mean 'fcnet_hiddens'?"),
-    ("unknown-compute-key", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  instance_typ: x"), [], {}, "{f}:13:17: compute.instance_typ: unknown key 'instance_typ'; did you mean 'instance_type'?"),
-    ("unknown-deploy-key", BASE + "deploy:\n  endpoint: x\n", [], {}, "{f}:14:13: deploy.endpoint: unknown key 'endpoint'; did you mean 'endpoint_name'?"),
-    ("unknown-sweep-key", BASE + "sweep:\n  parameter: {}\n", [], {}, "{f}:14:14: sweep.parameter: unknown key 'parameter'; did you mean 'parameters'?"),
-    ("unknown-spot-key", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  spot: {max_wait: 90000, wait: 1}"), [], {}, "{f}:13:33: compute.spot.wait: unknown key 'wait'; did you mean 'max_wait'?"),
-    ("old-sgd-minibatch", replace("lr: 1.0e-4", "sgd_minibatch_size: 64"), [], {}, "{f}:7:25: algorithm.hyperparameters.sgd_minibatch_size: 'sgd_minibatch_size' is an old-API-stack RLlib name; on the new API stack use 'minibatch_size'"),
-    ("old-num-sgd-iter", replace("lr: 1.0e-4", "num_sgd_iter: 10"), [], {}, "{f}:7:19: algorithm.hyperparameters.num_sgd_iter: 'num_sgd_iter' is an old-API-stack RLlib name; on the new API stack use 'num_epochs'"),
-    ("old-num-workers", replace("lr: 1.0e-4", "num_workers: 2"), [], {}, "{f}:7:18: algorithm.hyperparameters.num_workers: 'num_workers' is an old-API-stack RLlib name; on the new API stack set training.env_runners"),
-    ("old-train-batch-size", replace("lr: 1.0e-4", "train_batch_size: 500"), [], {}, "{f}:7:23: algorithm.hyperparameters.train_batch_size: 'train_batch_size' is an old-API-stack RLlib name; on the new API stack use 'train_batch_size_per_learner'"),
-    ("managed-seed", replace("lr: 1.0e-4", "seed: 3"), [], {}, "{f}:7:11: algorithm.hyperparameters.seed: 'seed' is set by rlrunner from training.seed"),
-    ("unknown-algorithm", replace("name: PPO", "name: PPOO"), [], {}, "{f}:5:9: algorithm.name: unknown algorithm 'PPOO': expected one of APPO, DQN, IMPALA, PPO, SAC; did you mean 'PPO'?"),
-    ("missing-algorithm-name", replace("  name: PPO\n", ""), [], {}, "{f}:5:3: algorithm: needs a name: one of APPO, DQN, IMPALA, PPO, SAC"),
-    ("dqn-key-on-ppo", replace("lr: 1.0e-4", "double_q: true"), [], {}, "{f}:7:15: algorithm.hyperparameters.double_q: unknown key 'double_q'"),
-    ("wrong-type-lr", replace("lr: 1.0e-4", "lr: fast"), [], {}, "{f}:7:9: algorithm.hyperparameters.lr: must be a number or a list (got 'fast')"),
-    ("negative-lr", replace("lr: 1.0e-4", "lr: -1"), [], {}, "{f}:7:9: algorithm.hyperparameters.lr: must be > 0.0 (got -1)"),
-    ("gamma-above-one", replace("lr: 1.0e-4", "gamma: 1.5"), [], {}, "{f}:7:12: algorithm.hyperparameters.gamma: must be <= 1.0 (got 1.5)"),
-    ("wrong-type-epochs", replace("lr: 1.0e-4", "num_epochs: 2.5"), [], {}, "{f}:7:17: algorithm.hyperparameters.num_epochs: must be a valid integer, got a number with a fractional part (got 2.5)"),
-    ("list-where-mapping", replace("  name: Basic\n", "  - Basic\n"), [], {}, "{f}:3:3: environment: expected a mapping (got a list)"),
-    ("mapping-where-list", replace("  name: Basic", "  name: Basic\n  player_args: {a: 1}"), [], {}, "{f}:4:16: environment.player_args: must be a valid list (got a mapping)"),
-    ("name-and-binary", replace("  name: Basic", "  name: Basic\n  binary: s3://bucket/game/Game.x86_64"), [], {}, "{f}:3:3: environment: give exactly one of environment.name and environment.binary"),
-    ("neither-name-nor-binary", replace("  name: Basic", "  no_graphics: true"), [], {}, "{f}:3:3: environment: give exactly one of environment.name and environment.binary"),
-    ("bad-s3-uri", replace("  name: Basic", "  binary: s3://Bad_Bucket/Game.x86_64"), [], {}, "{f}:3:11: environment.binary: not an S3 object URI: 's3://Bad_Bucket/Game.x86_64'"),
-    ("s3-folder-not-file", replace("  name: Basic", "  binary: s3://bucket/game/"), [], {}, "{f}:3:11: environment.binary: not an S3 object URI: 's3://bucket/game/'"),
-    ("missing-local-binary", replace("  name: Basic", "  binary: builds/Missing.x86_64"), [], {}, "{f}:3:11: environment.binary: file {d}/builds/Missing.x86_64 does not exist"),
-    ("bad-output-path", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  output_path: http://bucket/x"), [], {}, "{f}:13:16: compute.output_path: must be an S3 URI such as s3://my-bucket/prefix (got 'http://bucket/x')"),
-    ("bad-role-arn", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  role: SageMakerRole"), [], {}, "{f}:13:9: compute.role: must be an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole (got 'SageMakerRole')"),
-    ("bad-instance-type", replace("ml.c5.2xlarge", "c5.2xlarge"), [], {}, "{f}:12:18: compute.instance_type: must be a SageMaker instance type such as ml.c5.2xlarge, or local (got 'c5.2xlarge')"),
-    ("job-name-underscore", replace("name: basic-ppo", "name: basic_ppo"), [], {}, "{f}:1:7: name: must be letters, digits and single hyphens, e.g. 'basic-ppo' (no '_' or '.') (got 'basic_ppo')"),
-    ("job-name-too-long", replace("name: basic-ppo", "name: " + "a" * 40), [], {}, "{f}:1:7: name: at most 39 characters (got 40)"),
-    ("base-job-name-too-long", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  base_job_name: " + "b" * 40), [], {}, "{f}:13:18: compute.base_job_name: at most 39 characters (got 40)"),
-    ("spot-without-max-wait", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  spot: {}"), [], {}, "{f}:13:9: compute.spot.max_wait: required"),
-    ("max-wait-below-max-run", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  max_run: 7200\n  spot: {max_wait: 3600}"), [], {}, "{f}:14:20: compute.spot.max_wait: must be >= compute.max_run (3600 < 7200)"),
-    ("reserved-env-var", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  environment: {RLRUNNER_EXPERIMENT: x}"), [], {}, "{f}:13:38: compute.environment.RLRUNNER_EXPERIMENT: uses a reserved prefix (RLRUNNER_, SM_)"),
-    ("no-stop-criterion", replace("    timesteps: 1000", "    timesteps: null"), [], {}, "{f}:10:5: training.stop: give at least one stop criterion (timesteps, iterations, episode_return_mean, time_s)"),
-    ("missing-training", replace("training:\n  stop:\n    timesteps: 1000\n", ""), [], {}, "{f}:1:1: training: required"),
-    ("bad-env-runners", replace("    timesteps: 1000", "    timesteps: 1000\n  env_runners: many"), [], {}, "{f}:11:16: training.env_runners: must be an integer or 'auto' (got 'many')"),
-    ("grid-with-distribution", BASE + "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: {loguniform: [1.0e-5, 1.0e-3]}\n", [], {}, "{f}:15:5: sweep.parameters.algorithm.hyperparameters.lr: a distribution needs sweep.method random (grid takes lists only)"),
-    ("custom-module-without-source-dir", replace("    lr: 1.0e-4", "    lr: 1.0e-4\n  model:\n    module: my_model:Net"), [], {}, "{f}:9:13: algorithm.model.module: needs source_dir, the folder that holds the module's file"),
-    ("bad-set-syntax", BASE, ["lr"], {}, "--set lr:1:1: expected --set dotted.path=value, e.g. --set algorithm.hyperparameters.lr=0.0003"),
-    ("bad-set-yaml", BASE, ["algorithm.hyperparameters.lr=[1"], {}, "--set algorithm.hyperparameters.lr=[1:1:30: algorithm.hyperparameters.lr: value is not valid YAML: expected ',' or ']', but got '<stream end>'"),
-    ("bad-set-value", BASE, ["algorithm.hyperparameters.lr=-3"], {}, "--set algorithm.hyperparameters.lr=-3:1:30: algorithm.hyperparameters.lr: must be > 0.0 (got -3)"),
-    ("bad-set-unknown-key", BASE, ["training.stop.timestep=5"], {}, "--set training.stop.timestep=5:1:24: training.stop.timestep: unknown key 'timestep'; did you mean 'timesteps'?"),
+    (
+        "unknown-top-key",
+        BASE + "computee: {}\n",
+        [],
+        {},
+        "{f}:13:11: computee: unknown key 'computee'; did you mean 'compute'?",
+    ),
+    (
+        "unknown-env-key",
+        replace("  name: Basic", "  name: Basic\n  nographics: true"),
+        [],
+        {},
+        "{f}:4:15: environment.nographics: unknown key 'nographics'; did you mean 'no_graphics'?",
+    ),
+    (
+        "unknown-hyperparameter",
+        replace("lr: 1.0e-4", "lrr: 1.0e-4"),
+        [],
+        {},
+        "{f}:7:10: algorithm.hyperparameters.lrr: unknown key 'lrr'; did you mean 'lr'?",
+    ),
+    (
+        "unknown-stop-key",
+        replace("timesteps: 1000", "timestep: 1000"),
+        [],
+        {},
+        "{f}:10:15: training.stop.timestep: unknown key 'timestep'; did you mean 'timesteps'?",
+    ),
+    (
+        "unknown-model-key",
+        replace("    lr: 1.0e-4", "    lr: 1.0e-4\n  model:\n    fcnet_hidden: [8]"),
+        [],
+        {},
+        "{f}:9:19: algorithm.model.fcnet_hidden: unknown key 'fcnet_hidden'; did you mean 'fcnet_hiddens'?",
+    ),
+    (
+        "unknown-compute-key",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  instance_typ: x"),
+        [],
+        {},
+        "{f}:13:17: compute.instance_typ: unknown key 'instance_typ'; did you mean 'instance_type'?",
+    ),
+    (
+        "unknown-deploy-key",
+        BASE + "deploy:\n  endpoint: x\n",
+        [],
+        {},
+        "{f}:14:13: deploy.endpoint: unknown key 'endpoint'; did you mean 'endpoint_name'?",
+    ),
+    (
+        "unknown-sweep-key",
+        BASE + "sweep:\n  parameter: {}\n",
+        [],
+        {},
+        "{f}:14:14: sweep.parameter: unknown key 'parameter'; did you mean 'parameters'?",
+    ),
+    (
+        "unknown-spot-key",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  spot: {max_wait: 90000, wait: 1}"),
+        [],
+        {},
+        "{f}:13:33: compute.spot.wait: unknown key 'wait'; did you mean 'max_wait'?",
+    ),
+    (
+        "old-sgd-minibatch",
+        replace("lr: 1.0e-4", "sgd_minibatch_size: 64"),
+        [],
+        {},
+        "{f}:7:25: algorithm.hyperparameters.sgd_minibatch_size: 'sgd_minibatch_size' is an old-API-stack RLlib name; on the new API stack use 'minibatch_size'",
+    ),
+    (
+        "old-num-sgd-iter",
+        replace("lr: 1.0e-4", "num_sgd_iter: 10"),
+        [],
+        {},
+        "{f}:7:19: algorithm.hyperparameters.num_sgd_iter: 'num_sgd_iter' is an old-API-stack RLlib name; on the new API stack use 'num_epochs'",
+    ),
+    (
+        "old-num-workers",
+        replace("lr: 1.0e-4", "num_workers: 2"),
+        [],
+        {},
+        "{f}:7:18: algorithm.hyperparameters.num_workers: 'num_workers' is an old-API-stack RLlib name; on the new API stack set training.env_runners",
+    ),
+    (
+        "old-train-batch-size",
+        replace("lr: 1.0e-4", "train_batch_size: 500"),
+        [],
+        {},
+        "{f}:7:23: algorithm.hyperparameters.train_batch_size: 'train_batch_size' is an old-API-stack RLlib name; on the new API stack use 'train_batch_size_per_learner'",
+    ),
+    (
+        "managed-seed",
+        replace("lr: 1.0e-4", "seed: 3"),
+        [],
+        {},
+        "{f}:7:11: algorithm.hyperparameters.seed: 'seed' is set by rlrunner from training.seed",
+    ),
+    (
+        "unknown-algorithm",
+        replace("name: PPO", "name: PPOO"),
+        [],
+        {},
+        "{f}:5:9: algorithm.name: unknown algorithm 'PPOO': expected one of APPO, DQN, IMPALA, PPO, SAC; did you mean 'PPO'?",
+    ),
+    (
+        "missing-algorithm-name",
+        replace("  name: PPO\n", ""),
+        [],
+        {},
+        "{f}:5:3: algorithm: needs a name: one of APPO, DQN, IMPALA, PPO, SAC",
+    ),
+    (
+        "dqn-key-on-ppo",
+        replace("lr: 1.0e-4", "double_q: true"),
+        [],
+        {},
+        "{f}:7:15: algorithm.hyperparameters.double_q: unknown key 'double_q'",
+    ),
+    (
+        "wrong-type-lr",
+        replace("lr: 1.0e-4", "lr: fast"),
+        [],
+        {},
+        "{f}:7:9: algorithm.hyperparameters.lr: must be a number or a list (got 'fast')",
+    ),
+    (
+        "negative-lr",
+        replace("lr: 1.0e-4", "lr: -1"),
+        [],
+        {},
+        "{f}:7:9: algorithm.hyperparameters.lr: must be > 0.0 (got -1)",
+    ),
+    (
+        "gamma-above-one",
+        replace("lr: 1.0e-4", "gamma: 1.5"),
+        [],
+        {},
+        "{f}:7:12: algorithm.hyperparameters.gamma: must be <= 1.0 (got 1.5)",
+    ),
+    (
+        "wrong-type-epochs",
+        replace("lr: 1.0e-4", "num_epochs: 2.5"),
+        [],
+        {},
+        "{f}:7:17: algorithm.hyperparameters.num_epochs: must be a valid integer, got a number with a fractional part (got 2.5)",
+    ),
+    (
+        "list-where-mapping",
+        replace("  name: Basic\n", "  - Basic\n"),
+        [],
+        {},
+        "{f}:3:3: environment: expected a mapping (got a list)",
+    ),
+    (
+        "mapping-where-list",
+        replace("  name: Basic", "  name: Basic\n  player_args: {a: 1}"),
+        [],
+        {},
+        "{f}:4:16: environment.player_args: must be a valid list (got a mapping)",
+    ),
+    (
+        "name-and-binary",
+        replace("  name: Basic", "  name: Basic\n  binary: s3://bucket/game/Game.x86_64"),
+        [],
+        {},
+        "{f}:3:3: environment: give exactly one of environment.name and environment.binary",
+    ),
+    (
+        "neither-name-nor-binary",
+        replace("  name: Basic", "  no_graphics: true"),
+        [],
+        {},
+        "{f}:3:3: environment: give exactly one of environment.name and environment.binary",
+    ),
+    (
+        "bad-s3-uri",
+        replace("  name: Basic", "  binary: s3://Bad_Bucket/Game.x86_64"),
+        [],
+        {},
+        "{f}:3:11: environment.binary: not an S3 object URI: 's3://Bad_Bucket/Game.x86_64'",
+    ),
+    (
+        "s3-folder-not-file",
+        replace("  name: Basic", "  binary: s3://bucket/game/"),
+        [],
+        {},
+        "{f}:3:11: environment.binary: not an S3 object URI: 's3://bucket/game/'",
+    ),
+    (
+        "missing-local-binary",
+        replace("  name: Basic", "  binary: builds/Missing.x86_64"),
+        [],
+        {},
+        "{f}:3:11: environment.binary: file {d}/builds/Missing.x86_64 does not exist",
+    ),
+    (
+        "bad-output-path",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  output_path: http://bucket/x"),
+        [],
+        {},
+        "{f}:13:16: compute.output_path: must be an S3 URI such as s3://my-bucket/prefix (got 'http://bucket/x')",
+    ),
+    (
+        "bad-role-arn",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  role: SageMakerRole"),
+        [],
+        {},
+        "{f}:13:9: compute.role: must be an IAM role ARN such as arn:aws:iam::123456789012:role/SageMakerRole (got 'SageMakerRole')",
+    ),
+    (
+        "bad-instance-type",
+        replace("ml.c5.2xlarge", "c5.2xlarge"),
+        [],
+        {},
+        "{f}:12:18: compute.instance_type: must be a SageMaker instance type such as ml.c5.2xlarge, or local (got 'c5.2xlarge')",
+    ),
+    (
+        "job-name-underscore",
+        replace("name: basic-ppo", "name: basic_ppo"),
+        [],
+        {},
+        "{f}:1:7: name: must be letters, digits and single hyphens, e.g. 'basic-ppo' (no '_' or '.') (got 'basic_ppo')",
+    ),
+    (
+        "job-name-too-long",
+        replace("name: basic-ppo", "name: " + "a" * 40),
+        [],
+        {},
+        "{f}:1:7: name: at most 39 characters (got 40)",
+    ),
+    (
+        "base-job-name-too-long",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  base_job_name: " + "b" * 40),
+        [],
+        {},
+        "{f}:13:18: compute.base_job_name: at most 39 characters (got 40)",
+    ),
+    (
+        "spot-without-max-wait",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  spot: {}"),
+        [],
+        {},
+        "{f}:13:9: compute.spot.max_wait: required",
+    ),
+    (
+        "max-wait-below-max-run",
+        replace(
+            "instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  max_run: 7200\n  spot: {max_wait: 3600}"
+        ),
+        [],
+        {},
+        "{f}:14:20: compute.spot.max_wait: must be >= compute.max_run (3600 < 7200)",
+    ),
+    (
+        "reserved-env-var",
+        replace(
+            "instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  environment: {RLRUNNER_EXPERIMENT: x}"
+        ),
+        [],
+        {},
+        "{f}:13:38: compute.environment.RLRUNNER_EXPERIMENT: uses a reserved prefix (RLRUNNER_, SM_)",
+    ),
+    (
+        "no-stop-criterion",
+        replace("    timesteps: 1000", "    timesteps: null"),
+        [],
+        {},
+        "{f}:10:5: training.stop: give at least one stop criterion (timesteps, iterations, episode_return_mean, time_s)",
+    ),
+    (
+        "missing-training",
+        replace("training:\n  stop:\n    timesteps: 1000\n", ""),
+        [],
+        {},
+        "{f}:1:1: training: required",
+    ),
+    (
+        "bad-env-runners",
+        replace("    timesteps: 1000", "    timesteps: 1000\n  env_runners: many"),
+        [],
+        {},
+        "{f}:11:16: training.env_runners: must be an integer or 'auto' (got 'many')",
+    ),
+    (
+        "grid-with-distribution",
+        BASE + "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: {loguniform: [1.0e-5, 1.0e-3]}\n",
+        [],
+        {},
+        "{f}:15:5: sweep.parameters.algorithm.hyperparameters.lr: a distribution needs sweep.method random (grid takes lists only)",
+    ),
+    (
+        "custom-module-without-source-dir",
+        replace("    lr: 1.0e-4", "    lr: 1.0e-4\n  model:\n    module: my_model:Net"),
+        [],
+        {},
+        "{f}:9:13: algorithm.model.module: needs source_dir, the folder that holds the module's file",
+    ),
+    (
+        "bad-set-syntax",
+        BASE,
+        ["lr"],
+        {},
+        "--set lr:1:1: expected --set dotted.path=value, e.g. --set algorithm.hyperparameters.lr=0.0003",
+    ),
+    (
+        "bad-set-yaml",
+        BASE,
+        ["algorithm.hyperparameters.lr=[1"],
+        {},
+        "--set algorithm.hyperparameters.lr=[1:1:30: algorithm.hyperparameters.lr: value is not valid YAML: expected ',' or ']', but got '<stream end>'",
+    ),
+    (
+        "bad-set-value",
+        BASE,
+        ["algorithm.hyperparameters.lr=-3"],
+        {},
+        "--set algorithm.hyperparameters.lr=-3:1:30: algorithm.hyperparameters.lr: must be > 0.0 (got -3)",
+    ),
+    (
+        "bad-set-unknown-key",
+        BASE,
+        ["training.stop.timestep=5"],
+        {},
+        "--set training.stop.timestep=5:1:24: training.stop.timestep: unknown key 'timestep'; did you mean 'timesteps'?",
+    ),
     ("bad-set-into-scalar", BASE, ["name.first=x"], {}, "--set name.first=x:1:12: name: is a str, not a mapping"),
-    ("missing-env-var", replace("lr: 1.0e-4", "lr: ${env:RLRUNNER_TEST_LR}"), [], {}, "{f}:7:9: algorithm.hyperparameters.lr: environment variable RLRUNNER_TEST_LR is not set (write ${{env:RLRUNNER_TEST_LR,default}} to give a default)"),
-    ("env-var-bad-value", replace("lr: 1.0e-4", "lr: ${env:RLRUNNER_TEST_LR}"), [], {"RLRUNNER_TEST_LR": "-2"}, "{f}:7:9: algorithm.hyperparameters.lr: must be > 0.0 (got -2)"),
-    ("experiment-too-large", replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.2xlarge\n  environment: {" + ", ".join(f"V{i}: '{'x' * 500}'" for i in range(97)) + "}"), [], {}, "PLAN"),
-    ("several-errors", replace("name: basic-ppo", "name: basic_ppo").replace("lr: 1.0e-4", "lr: -1"), [], {}, "{f}:1:7: name: must be letters, digits and single hyphens, e.g. 'basic-ppo' (no '_' or '.') (got 'basic_ppo')\n{f}:7:9: algorithm.hyperparameters.lr: must be > 0.0 (got -1)"),
+    (
+        "missing-env-var",
+        replace("lr: 1.0e-4", "lr: ${env:RLRUNNER_TEST_LR}"),
+        [],
+        {},
+        "{f}:7:9: algorithm.hyperparameters.lr: environment variable RLRUNNER_TEST_LR is not set (write ${{env:RLRUNNER_TEST_LR,default}} to give a default)",
+    ),
+    (
+        "env-var-bad-value",
+        replace("lr: 1.0e-4", "lr: ${env:RLRUNNER_TEST_LR}"),
+        [],
+        {"RLRUNNER_TEST_LR": "-2"},
+        "{f}:7:9: algorithm.hyperparameters.lr: must be > 0.0 (got -2)",
+    ),
+    (
+        "experiment-too-large",
+        replace(
+            "instance_type: ml.c5.2xlarge",
+            "instance_type: ml.c5.2xlarge\n  environment: {"
+            + ", ".join(f"V{i}: '{'x' * 500}'" for i in range(97))
+            + "}",
+        ),
+        [],
+        {},
+        "PLAN",
+    ),
+    (
+        "several-errors",
+        replace("name: basic-ppo", "name: basic_ppo").replace("lr: 1.0e-4", "lr: -1"),
+        [],
+        {},
+        "{f}:1:7: name: must be letters, digits and single hyphens, e.g. 'basic-ppo' (no '_' or '.') (got 'basic_ppo')\n{f}:7:9: algorithm.hyperparameters.lr: must be > 0.0 (got -1)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "overrides", "environ", "expected"), [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("text", "overrides", "environ", "expected"), [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT]
+)
 def test_cli_bad_input_exits_3_with_located_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, overrides: list[str], environ: dict[str, str], expected: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    overrides: list[str],
+    environ: dict[str, str],
+    expected: str,
 ) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
@@ -131,13 +489,23 @@ def test_validate_reports_every_invalid_file_and_exits_3(tmp_path: Path) -> None
 def test_validate_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"Error: no spec files (*.yaml) found in {tmp_path}" or "no spec files" in result.stderr
+    assert (
+        result.stderr.strip() == f"Error: no spec files (*.yaml) found in {tmp_path}"
+        or "no spec files" in result.stderr
+    )
 
 
 def test_overrides_are_typed_yaml_never_evaluated(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(BASE)
-    loaded, _ = load_spec(spec, ["algorithm.hyperparameters.lr=3e-4", "environment.player_args=[-a, '__import__(\"os\")']", "training.stop.iterations=7"])
+    loaded, _ = load_spec(
+        spec,
+        [
+            "algorithm.hyperparameters.lr=3e-4",
+            "environment.player_args=[-a, '__import__(\"os\")']",
+            "training.stop.iterations=7",
+        ],
+    )
     assert loaded.algorithm.hyperparameters.lr == pytest.approx(3e-4)
     assert loaded.environment.player_args == ["-a", '__import__("os")']
     assert loaded.training.stop.iterations == 7
@@ -145,7 +513,9 @@ def test_overrides_are_typed_yaml_never_evaluated(tmp_path: Path) -> None:
 
 def test_env_interpolation_with_default_and_typing(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text(replace("lr: 1.0e-4", "lr: ${env:MY_LR,0.001}").replace("name: basic-ppo", "name: run-${env:SUFFIX}"))
+    spec.write_text(
+        replace("lr: 1.0e-4", "lr: ${env:MY_LR,0.001}").replace("name: basic-ppo", "name: run-${env:SUFFIX}")
+    )
     loaded, _ = load_spec(spec, environ={"SUFFIX": "7"})
     assert loaded.algorithm.hyperparameters.lr == pytest.approx(0.001)
     assert loaded.name == "run-7"

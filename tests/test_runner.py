@@ -33,7 +33,9 @@ def test_plan_matches_golden_files(spec_path: Path) -> None:
     golden = GOLDEN / f"{spec_path.stem}.plan.json"
     if REGENERATE:
         golden.write_text(json.dumps(rendered, indent=1, sort_keys=True) + "\n")
-    assert rendered == json.loads(golden.read_text()), f"regenerate on purpose with RLRUNNER_REGENERATE_GOLDEN=1: {golden}"
+    assert rendered == json.loads(golden.read_text()), (
+        f"regenerate on purpose with RLRUNNER_REGENERATE_GOLDEN=1: {golden}"
+    )
 
 
 @pytest.mark.parametrize("spec_path", EXPERIMENTS, ids=[path.stem for path in EXPERIMENTS])
@@ -61,7 +63,9 @@ def test_plan_local_uses_local_instance_and_absolute_binary(tmp_path: Path) -> N
     build.mkdir()
     (build / "Game.x86_64").write_text("#!/bin/sh\n")
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text("name: game\nenvironment: {binary: build/Game.x86_64}\nalgorithm: {name: PPO}\ntraining: {stop: {iterations: 1}}\n")
+    spec_file.write_text(
+        "name: game\nenvironment: {binary: build/Game.x86_64}\nalgorithm: {name: PPO}\ntraining: {stop: {iterations: 1}}\n"
+    )
     spec, document = load_spec(spec_file)
     local = plan(spec, spec_dir=document.base_dir, local=True)
     assert local.estimator["instance_type"] == "local"
@@ -74,16 +78,26 @@ def test_plan_local_uses_local_instance_and_absolute_binary(tmp_path: Path) -> N
 
 def test_plan_binary_on_s3_becomes_the_train_channel(tmp_path: Path) -> None:
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text("name: game\nenvironment: {binary: 's3://my-bucket/builds/game/Game.x86_64'}\nalgorithm: {name: SAC}\ntraining: {stop: {iterations: 1}}\ncompute: {instance_type: ml.c5.xlarge}\n")
+    spec_file.write_text(
+        "name: game\nenvironment: {binary: 's3://my-bucket/builds/game/Game.x86_64'}\nalgorithm: {name: SAC}\ntraining: {stop: {iterations: 1}}\ncompute: {instance_type: ml.c5.xlarge}\n"
+    )
     spec, document = load_spec(spec_file)
     job = plan(spec, spec_dir=document.base_dir)
     assert job.fit_inputs == {"train": "s3://my-bucket/builds/game/"}
 
 
 def test_plan_spot_settings_reach_the_estimator(tmp_path: Path) -> None:
-    spec, document = load_spec(REPO / "experiments" / "basic_ppo.yaml", ["compute.spot={max_wait: 7200}", "compute.checkpoint_s3_uri=s3://bucket/ckpt"])
+    spec, document = load_spec(
+        REPO / "experiments" / "basic_ppo.yaml",
+        ["compute.spot={max_wait: 7200}", "compute.checkpoint_s3_uri=s3://bucket/ckpt"],
+    )
     estimator = plan(spec, spec_dir=document.base_dir).estimator
-    assert (estimator["use_spot_instances"], estimator["max_run"], estimator["max_wait"], estimator["checkpoint_s3_uri"]) == (True, 3600, 7200, "s3://bucket/ckpt")
+    assert (
+        estimator["use_spot_instances"],
+        estimator["max_run"],
+        estimator["max_wait"],
+        estimator["checkpoint_s3_uri"],
+    ) == (True, 3600, 7200, "s3://bucket/ckpt")
     tags = {tag["Key"]: tag["Value"] for tag in estimator["tags"]}
     assert tags == {"rlrunner:run-id": spec.run_id, "rlrunner:spec-hash": spec.spec_hash}
 
@@ -91,5 +105,7 @@ def test_plan_spot_settings_reach_the_estimator(tmp_path: Path) -> None:
 def test_plan_fails_when_user_env_leaves_no_room(tmp_path: Path) -> None:
     overrides = [f"compute.environment.V{i}={'x' * 500}" for i in range(97)]
     spec, document = load_spec(REPO / "experiments" / "basic_ppo.yaml", overrides)
-    with pytest.raises(PlanError, match=r"^compute.environment: the experiment is [\d,]+ bytes of JSON .* but only 1 are free"):
+    with pytest.raises(
+        PlanError, match=r"^compute.environment: the experiment is [\d,]+ bytes of JSON .* but only 1 are free"
+    ):
         plan(spec, spec_dir=document.base_dir)

@@ -47,7 +47,10 @@ def test_sweep_grid_times_seeds_gives_stable_distinct_run_ids() -> None:
 
 
 def test_sweep_random_draws_are_seeded_and_within_bounds(tmp_path: Path) -> None:
-    path = spec_with(tmp_path, "sweep:\n  method: random\n  samples: 25\n  seed: 7\n  parameters:\n    algorithm.hyperparameters.lr: {loguniform: [1.0e-5, 1.0e-3]}\n    algorithm.hyperparameters.num_epochs: {randint: [1, 5]}\n    algorithm.hyperparameters.gamma: [0.9, 0.99]\n")
+    path = spec_with(
+        tmp_path,
+        "sweep:\n  method: random\n  samples: 25\n  seed: 7\n  parameters:\n    algorithm.hyperparameters.lr: {loguniform: [1.0e-5, 1.0e-3]}\n    algorithm.hyperparameters.num_epochs: {randint: [1, 5]}\n    algorithm.hyperparameters.gamma: [0.9, 0.99]\n",
+    )
     spec, document = load_spec(path)
     first = expand(document, spec)
     again = expand(*reversed(load_spec(path)))  # type: ignore[arg-type]
@@ -73,18 +76,29 @@ def test_sweep_invalid_point_names_the_point_and_the_field(tmp_path: Path) -> No
 def test_sweep_unknown_path_is_reported_before_anything_runs(tmp_path: Path) -> None:
     path = spec_with(tmp_path, "sweep:\n  parameters:\n    algorithm.hyperparameters.lrr: [0.1]\n")
     spec, document = load_spec(path)
-    with pytest.raises(SpecError, match=r"algorithm.hyperparameters.lrr: unknown key 'lrr'; did you mean 'lr'\? \[sweep point 0"):
+    with pytest.raises(
+        SpecError, match=r"algorithm.hyperparameters.lrr: unknown key 'lrr'; did you mean 'lr'\? \[sweep point 0"
+    ):
         expand(document, spec)
 
 
 def test_sweep_dry_run_rows_estimate_cost_from_max_run(tmp_path: Path) -> None:
-    spec, document = load_spec(spec_with(tmp_path, "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: [0.1, 0.2]\n"))
+    spec, document = load_spec(
+        spec_with(tmp_path, "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: [0.1, 0.2]\n")
+    )
     rows = dry_run_rows(expand(document, spec))
     assert [row["estimated_cost_usd"] for row in rows] == [pytest.approx(0.408), pytest.approx(0.408)]
 
 
 def points_for(count: int, tmp_path: Path) -> list[SweepPoint]:
-    spec, document = load_spec(spec_with(tmp_path, "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: [" + ", ".join(str(0.001 * (i + 1)) for i in range(count)) + "]\n"))
+    spec, document = load_spec(
+        spec_with(
+            tmp_path,
+            "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: ["
+            + ", ".join(str(0.001 * (i + 1)) for i in range(count))
+            + "]\n",
+        )
+    )
     return expand(document, spec)
 
 
@@ -105,7 +119,13 @@ def test_run_points_bounds_parallelism_and_reports_failures_as_they_happen(tmp_p
             raise RuntimeError("player crashed")
         return PointResult(point.run_id, "finished", mean_return=float(point.index))
 
-    results = run_points(points, launch=launch, finished=lambda p: None, max_parallel=2, report=lambda p, r: reported.append((p.index, r.status)))
+    results = run_points(
+        points,
+        launch=launch,
+        finished=lambda p: None,
+        max_parallel=2,
+        report=lambda p, r: reported.append((p.index, r.status)),
+    )
     assert peak == 2
     assert reported[0] == (1, "failed")
     assert [r.status for r in results] == ["finished", "failed", "finished", "finished", "finished", "finished"]
@@ -131,7 +151,10 @@ def test_run_points_skips_finished_points(tmp_path: Path) -> None:
 def test_summarize_groups_seeds_into_configurations() -> None:
     spec, document = load_spec(REPO / "experiments" / "sweep_lr_seeds.yaml")
     points = expand(document, spec)
-    results = [PointResult(p.run_id, "finished", mean_return=value) for p, value in zip(points, [0.9, 0.8, 0.5, None], strict=True)]
+    results = [
+        PointResult(p.run_id, "finished", mean_return=value)
+        for p, value in zip(points, [0.9, 0.8, 0.5, None], strict=True)
+    ]
     results[3].status = "failed"
     summary = summarize(points, results)
     assert summary["counts"] == {"finished": 3, "skipped": 0, "failed": 1}

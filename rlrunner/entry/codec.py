@@ -31,7 +31,9 @@ def chunk_key(index: int) -> str:
     return f"{HEADER_KEY}_{index:03d}"
 
 
-def encode_experiment_env(experiment: Mapping[str, Any], *, max_vars: int = MAX_ENV_VARS - 1, max_value: int = MAX_VALUE_CHARS) -> dict[str, str]:
+def encode_experiment_env(
+    experiment: Mapping[str, Any], *, max_vars: int = MAX_ENV_VARS - 1, max_value: int = MAX_VALUE_CHARS
+) -> dict[str, str]:
     """Encode a JSON-able experiment as environment variables (header plus chunks)."""
     text = json.dumps(experiment, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -61,7 +63,9 @@ def decode_experiment_env(environ: Mapping[str, str]) -> dict[str, Any]:
     except ValueError:
         raise CodecError(f"{HEADER_KEY}: malformed header {header[:80]!r}") from None
     if version != f"v{FORMAT_VERSION}":
-        raise CodecError(f"{HEADER_KEY}: format {version} is not supported by this launcher (expects v{FORMAT_VERSION})")
+        raise CodecError(
+            f"{HEADER_KEY}: format {version} is not supported by this launcher (expects v{FORMAT_VERSION})"
+        )
     pieces = []
     for index in range(count):
         key = chunk_key(index)

@@ -10,14 +10,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlrunner.entry.codec import HEADER_KEY, MAX_VALUE_CHARS, CodecError, chunk_key, decode_experiment_env, encode_experiment_env
+from rlrunner.entry.codec import (
+    HEADER_KEY,
+    MAX_VALUE_CHARS,
+    CodecError,
+    chunk_key,
+    decode_experiment_env,
+    encode_experiment_env,
+)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=200),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=200),
     lambda children: st.lists(children, max_size=8) | st.dictionaries(st.text(max_size=20), children, max_size=8),
     max_leaves=400,
 )
-experiments = st.dictionaries(st.text(max_size=30), json_values, max_size=20).filter(lambda e: len(json.dumps(e)) <= 40_000)
+experiments = st.dictionaries(st.text(max_size=30), json_values, max_size=20).filter(
+    lambda e: len(json.dumps(e)) <= 40_000
+)
+
+
 # Incompressible payloads, so that experiments near 40 KB span many chunks.
 def noise(size: int) -> str:
     """Incompressible hex text of `size` characters."""
@@ -79,14 +94,18 @@ def test_codec_extra_chunk_is_named() -> None:
 
 
 def test_codec_without_header_says_how_it_was_started() -> None:
-    with pytest.raises(CodecError, match=r"^RLRUNNER_EXPERIMENT is not set: this process was not started from an rlrunner plan$"):
+    with pytest.raises(
+        CodecError, match=r"^RLRUNNER_EXPERIMENT is not set: this process was not started from an rlrunner plan$"
+    ):
         decode_experiment_env({})
 
 
 def test_codec_rejects_unknown_format_version() -> None:
     env = encode_experiment_env({"a": 1})
     env[HEADER_KEY] = "v9" + env[HEADER_KEY][2:]
-    with pytest.raises(CodecError, match=r"^RLRUNNER_EXPERIMENT: format v9 is not supported by this launcher \(expects v1\)$"):
+    with pytest.raises(
+        CodecError, match=r"^RLRUNNER_EXPERIMENT: format v9 is not supported by this launcher \(expects v1\)$"
+    ):
         decode_experiment_env(env)
 
 

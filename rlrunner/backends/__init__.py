@@ -1,0 +1,1 @@
+"""Backends that run a JobPlan: `local` (this machine) and `sagemaker` (training jobs)."""
