@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTAINER_EXTRAS = ("train",)
+CONTAINER_EXTRAS = ("train", "serve")
 REQUIREMENTS = ROOT / "container" / "requirements.txt"
 
 

@@ -1,0 +1,71 @@
+"""Run the inference app with uvicorn: `rlrunner serve` locally and the container's `serve` entry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlrunner.serving.protocol import MAX_BODY_BYTES
+
+CONTAINER_MODEL_DIR = "/opt/ml/model"
+CONTAINER_PORT = 8080
+GRACEFUL_SHUTDOWN_S = 20
+"""SageMaker sends SIGTERM and, 30 s later, SIGKILL: finish the requests in flight before that."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where and how the server listens."""
+
+    model_dir: Path
+    host: str = "127.0.0.1"
+    port: int = CONTAINER_PORT
+    max_body_bytes: int = MAX_BODY_BYTES
+    threads: int = 1
+    log_level: str = "info"
+    access_log: bool = False
+
+
+def container_options(environ: Mapping[str, str]) -> ServeOptions:
+    """The options inside a SageMaker inference container: /opt/ml/model, 0.0.0.0, port 8080 (or SAGEMAKER_BIND_TO_PORT)."""
+    port = environ.get("SAGEMAKER_BIND_TO_PORT", str(CONTAINER_PORT))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"SAGEMAKER_BIND_TO_PORT: expected a port number, got {port!r}")
+    return ServeOptions(
+        model_dir=Path(environ.get("RLRUNNER_MODEL_DIR", CONTAINER_MODEL_DIR)),
+        host="0.0.0.0",
+        port=int(port),
+        threads=int(environ.get("RLRUNNER_SERVE_THREADS", "1")),
+    )
+
+
+def serve(options: ServeOptions) -> None:
+    """Serve until SIGINT/SIGTERM (blocking)."""
+    import uvicorn
+
+    from rlrunner.serving.app import create_app
+
+    _log_like_uvicorn(options.log_level)
+    app = create_app(options.model_dir, max_body_bytes=options.max_body_bytes, threads=options.threads)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        access_log=options.access_log,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    uvicorn.Server(config).run()
+
+
+def _log_like_uvicorn(level: str) -> None:
+    logger = logging.getLogger("rlrunner")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -1,0 +1,164 @@
+"""`rlrunner serve` as a real subprocess on 127.0.0.1: payload forms, a batch of 256, bad requests, health."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from http_helpers import ServerProcess, assert_port_free, post_json, request, start_server, stop_server, wait_healthy
+
+from rlrunner.entry.policy import OnnxPolicy
+
+OBS = np.eye(20, dtype=np.float32)[[10]].tolist()  # Basic's start position, one-hot
+BIG = b'{"observations": [' + b"0.0, " * 10_000_000 + b"0]}"  # 50 MB
+
+
+def observations(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(count, 20)).astype(np.float32)
+
+
+def test_serve_observations_batch_of_256_matches_the_policy(server: ServerProcess, basic_model_dir: Path) -> None:
+    batch = observations(256)
+    response = post_json(server.port, {"observations": batch.tolist()})
+    assert response.status == 200, response.body
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["actions"] == OnnxPolicy.from_dir(basic_model_dir).act(batch).tolist()
+
+
+def test_serve_tf_serving_payload_with_rllib_placeholders(server: ServerProcess, basic_model_dir: Path) -> None:
+    payload = {"inputs": {"observations": OBS, "prev_action": [0, 0], "is_training": False, "prev_reward": -1, "seq_lens": -1, "timestep": 1}}
+    response = post_json(server.port, payload)
+    assert response.status == 200, response.body
+    assert response.json() == {"actions": OnnxPolicy.from_dir(basic_model_dir).act(OBS).tolist()}
+
+
+def test_serve_instances_rows_and_objects_agree(server: ServerProcess) -> None:
+    batch = observations(4).tolist()
+    plain = post_json(server.port, {"instances": batch}).json()
+    objects = post_json(server.port, {"instances": [{"observations": row, "prev_action": 0} for row in batch]}).json()
+    assert plain == objects == post_json(server.port, {"observations": batch}).json()
+
+
+def test_serve_returns_probabilities_and_logits_when_asked(server: ServerProcess, basic_model_dir: Path) -> None:
+    batch = observations(3)
+    by_body = post_json(server.port, {"observations": batch.tolist(), "return": ["probabilities", "logits"]}).json()
+    by_query = post_json(server.port, {"observations": batch.tolist()}, "/invocations?return=probabilities,logits").json()
+    assert by_body.keys() == {"actions", "action_probs", "logits"}
+    assert by_body == by_query
+    logits = OnnxPolicy.from_dir(basic_model_dir).outputs(batch)["action_dist_inputs"]
+    np.testing.assert_allclose(by_body["logits"], logits, rtol=1e-6)
+    np.testing.assert_allclose(np.sum(by_body["action_probs"], axis=1), 1.0, rtol=1e-5)
+    assert by_body["actions"] == np.argmax(by_body["action_probs"], axis=1).tolist()
+
+
+BAD_REQUESTS = {
+    "wrong-width": (b'{"observations": [[0, 1, 2]]}', "application/json", 400, "observations: expected shape [batch, 20], got [1, 3]"),
+    "single-observation": (json.dumps({"observations": OBS[0]}).encode(), "application/json", 400,
+                           "observations: expected shape [batch, 20], got [20] (wrap a single observation in a list)"),
+    "non-numeric": (json.dumps({"observations": [["a"] * 20]}).encode(), "application/json", 400, "observations: expected numbers, got strings"),
+    "null-values": (json.dumps({"observations": [[None] * 20]}).encode(), "application/json", 400,
+                    "observations: expected numbers, got mixed or missing values"),
+    "ragged": (json.dumps({"observations": [[0] * 20, [0] * 19]}).encode(), "application/json", 400,
+               "observations: not a rectangular array (rows of different lengths)"),
+    "nan": (b'{"observations": [[NaN' + b", 0" * 19 + b"]]}", "application/json", 400, "NaN and Infinity are not JSON numbers"),
+    "infinity": (b'{"observations": [[1e999' + b", 0" * 19 + b"]]}", "application/json", 400, "body: invalid JSON (number is infinity"),
+    "beyond-float32": (b'{"observations": [[1e39' + b", 0" * 19 + b"]]}", "application/json", 400,
+                       "observations[0, 0]: not finite as float32 (got 1e+39)"),
+    "empty-batch": (b'{"observations": []}', "application/json", 400, "observations: empty batch"),
+    "empty-body": (b"", "application/json", 400, "body: empty (expected JSON with observations)"),
+    "invalid-json": (b'{"observations": [[', "application/json", 400, "body: invalid JSON"),
+    "no-observations": (b'{"obs": [[0]]}', "application/json", 400, "body: expected observations, inputs.observations or instances (got keys: obs)"),
+    "not-an-object": (b"42", "application/json", 400, "body: expected a JSON object with observations, inputs.observations or instances, got int"),
+    "unknown-return": (json.dumps({"observations": OBS, "return": ["value"]}).encode(), "application/json", 400,
+                       "return: unknown 'value' (choose from actions, probabilities, logits)"),
+    "wrong-content-type": (json.dumps({"observations": OBS}).encode(), "text/csv", 415, "content-type: expected application/json, got 'text/csv'"),
+    "form-content-type": (b"observations=1", "application/x-www-form-urlencoded", 415,
+                          "content-type: expected application/json, got 'application/x-www-form-urlencoded'"),
+    "50-MB-body": (BIG, "application/json", 413, f"body: {len(BIG)} bytes is over the limit of 6291456 bytes"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_REQUESTS)
+def test_serve_bad_request_gets_4xx_json_and_serving_goes_on(server: ServerProcess, name: str) -> None:
+    body, content_type, status, message = BAD_REQUESTS[name]
+    response = request(server.port, "POST", "/invocations", body, {"Content-Type": content_type})
+    assert response.status == status, response.body
+    assert response.headers["content-type"] == "application/json"
+    assert message in response.json()["error"]
+    assert post_json(server.port, {"observations": OBS}).status == 200
+    assert server.alive()
+
+
+def test_serve_chunked_body_over_the_limit_is_refused(server: ServerProcess) -> None:
+    chunks = (b" " * 1_000_000 for _ in range(50))  # no Content-Length: sent chunked, the limit applies while reading
+    response = request(server.port, "POST", "/invocations", chunks, {"Content-Type": "application/json"})  # type: ignore[arg-type]
+    assert (response.status, response.json()) == (413, {"error": "body: over the limit of 6291456 bytes"})
+    assert post_json(server.port, {"observations": OBS}).status == 200
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/invocations", 405), ("POST", "/ping", 405), ("GET", "/nowhere", 404)])
+def test_serve_wrong_route_or_method_gets_json(server: ServerProcess, method: str, path: str, status: int) -> None:
+    response = request(server.port, method, path, b"{}" if method == "POST" else None)
+    assert response.status == status
+    assert response.json()["error"].startswith(f"{method} {path}: ")
+    if status == 405:
+        allowed = {method.strip() for method in response.headers["allow"].split(",")}  # Starlette's order varies
+        assert allowed == ({"POST"} if path == "/invocations" else {"GET", "HEAD"})
+
+
+def test_serve_describes_the_model(server: ServerProcess) -> None:
+    info = request(server.port, "GET", "/").json()
+    assert info["observation_shape"] == [20]
+    assert info["action_space"] == {"type": "discrete", "n": 3}
+
+
+def test_serve_broken_model_never_reports_healthy(basic_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "policy.json").write_text((basic_model_dir / "policy.json").read_text())
+    (broken / "policy.onnx").write_bytes(b"not an onnx model")
+    running = start_server(broken)
+    try:
+        for _ in range(20):
+            ping = request(running.port, "GET", "/ping")
+            assert ping.status == 503
+        assert ping.json()["error"].startswith("model: cannot load: ")
+        assert post_json(running.port, {"observations": OBS}).status == 503
+        assert running.alive()
+    finally:
+        stop_server(running.process)
+    assert_port_free(running.port)
+
+
+def test_serve_rejects_a_folder_that_is_no_model_dir(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rlrunner.cli import main
+
+    result = CliRunner().invoke(main, ["serve", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"{tmp_path}: not a model dir (policy.onnx, policy.json missing)"
+
+
+def test_serve_stops_on_sigterm_and_frees_its_port(basic_model_dir: Path) -> None:
+    running = start_server(basic_model_dir)
+    wait_healthy(running.port)
+    stop_server(running.process)
+    assert running.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+    assert "Application shutdown complete." in running.log()
+    assert_port_free(running.port)
+
+
+def test_server_modules_import_no_heavy_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rlrunner.cli, rlrunner.serving.app, rlrunner.serving.server, rlrunner.entry.evaluate; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlagents_envs', 'sagemaker', 'gymnasium', 'onnxruntime') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"  # onnxruntime too: it loads with the model, in the background
