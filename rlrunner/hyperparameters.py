@@ -136,7 +136,7 @@ def generate_table() -> dict[str, Any]:
             keys[key] = "float" if "gpus" in key else _kind(value)
         algorithms[name] = keys
     model = {
-        field.name: _kind(field.default) if field.default is not dataclasses.MISSING else _kind(field.default_factory())  # type: ignore[misc]
+        field.name: _kind(field.default) if field.default is not dataclasses.MISSING else _kind(field.default_factory())  # type: ignore[operator]
         for field in dataclasses.fields(DefaultModelConfig)
     }
     return {"ray_version": ray.__version__, "algorithms": algorithms, "model": model}

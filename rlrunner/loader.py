@@ -234,7 +234,7 @@ def set_path(document: Document, path: PathKey, value: Any, location: Location) 
     """Set one dotted path in the document's data, creating mappings on the way."""
     if not isinstance(document.data, dict):
         return Problem(location, dotted(path), "the spec is not a mapping")
-    target = document.data
+    target: Any = document.data
     for index, part in enumerate(path[:-1]):
         child = (
             target.get(part)
@@ -244,7 +244,7 @@ def set_path(document: Document, path: PathKey, value: Any, location: Location) 
         if child is None:
             child = {}
             if isinstance(target, dict):
-                target[part] = child  # type: ignore[index]
+                target[part] = child
             else:
                 return Problem(location, dotted(path[: index + 1]), "no such element to set")
         if not isinstance(child, dict | list):
@@ -256,7 +256,7 @@ def set_path(document: Document, path: PathKey, value: Any, location: Location) 
             return Problem(location, dotted(path), "list index out of range")
         target[last] = value
     else:
-        target[last] = value  # type: ignore[index]
+        target[last] = value
     for known in [key for key in document.locations if key[: len(path)] == path]:
         del document.locations[known]
     document.locations[path] = location
@@ -309,8 +309,8 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
     if binary is not None and not spec.environment.binary_on_s3:
         resolved = document.base_dir / binary
         if not resolved.exists():
-            path = ("environment", "binary")
-            problems.append(Problem(document.location_of(path), dotted(path), f"file {resolved} does not exist"))
+            field = ("environment", "binary")
+            problems.append(Problem(document.location_of(field), dotted(field), f"file {resolved} does not exist"))
     return problems
 
 
@@ -372,7 +372,7 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
         )
         if present:
             path.append(part)
-            current = current[part]  # type: ignore[index]
+            current = current[part]
         elif isinstance(current, dict) and isinstance(part, str) and not _looks_like_tag(part):
             path.append(part)  # a missing field
             current = None

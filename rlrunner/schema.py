@@ -7,7 +7,7 @@ import json
 import keyword
 import re
 from functools import cache
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, model_validator
 
@@ -103,7 +103,7 @@ def _range_field(key: str) -> dict[str, float]:
 
 
 def _annotation(key: str, kind: str) -> Any:
-    number = Field(**_range_field(key))  # type: ignore[arg-type]
+    number = Field(**_range_field(key))  # type: ignore[call-overload]
     if kind == "bool":
         return bool
     if kind == "int":
@@ -128,7 +128,7 @@ def _keys_model(name: str, keys: dict[str, str], doc: str) -> type[BaseModel]:
         _field_name(key): (_annotation(key, kind) | None, Field(None, alias=key, description=f"RLlib `{key}`"))
         for key, kind in keys.items()
     }
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         name,
         __config__=ConfigDict(extra="forbid", frozen=True, populate_by_name=False),
         __doc__=doc,
@@ -150,9 +150,7 @@ def model_spec_class() -> type[BaseModel]:
     """`algorithm.model`: RLlib's DefaultModelConfig keys plus an optional custom RLModule."""
     base = _keys_model("DefaultModelKeys", load_table()["model"], "RLlib DefaultModelConfig keys.")
     fields = {name: (info.annotation, info) for name, info in base.model_fields.items()}
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        "ModelSpec", __base__=ModelSpecBase, __doc__="The policy network.", **fields
-    )
+    return create_model("ModelSpec", __base__=ModelSpecBase, __doc__="The policy network.", **fields)  # type: ignore[call-overload,no-any-return]
 
 
 def _algorithm_class(name: str) -> type[BaseModel]:
@@ -160,7 +158,7 @@ def _algorithm_class(name: str) -> type[BaseModel]:
         f"{name}Hyperparameters", load_table()["algorithms"][name], f"{name} hyperparameters (RLlib config keys)."
     )
     model = model_spec_class()
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{name}Algorithm",
         __base__=Frozen,
         __doc__=f"RLlib {name}.",
@@ -171,7 +169,10 @@ def _algorithm_class(name: str) -> type[BaseModel]:
 
 
 ALGORITHM_CLASSES = {name: _algorithm_class(name) for name in ALGORITHMS}
-AlgorithmSpec = Annotated[Union[tuple(ALGORITHM_CLASSES.values())], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
+if TYPE_CHECKING:  # the variants are generated, so type checkers see one dynamic model
+    AlgorithmSpec = Any
+else:
+    AlgorithmSpec = Annotated[Union[tuple(ALGORITHM_CLASSES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
 def dump_algorithm(algorithm: BaseModel) -> dict[str, Any]:

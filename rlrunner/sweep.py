@@ -91,7 +91,7 @@ def sweep_values(sweep: SweepSpec) -> list[dict[str, Any]]:
     if sweep.method == "grid":
         paths = list(sweep.parameters)
         lists = [sweep.parameters[path] for path in paths]
-        combos = [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*lists)]  # type: ignore[arg-type]
+        combos = [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*lists)]
     else:
         rng = random.Random(sweep.seed)
         combos = []
