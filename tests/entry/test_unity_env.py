@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
-from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec, ObservationType
+from mlagents_envs.base_env import (
+    ActionSpec,
+    ActionTuple,
+    BehaviorSpec,
+    DimensionProperty,
+    ObservationSpec,
+    ObservationType,
+)
 
 from rlrunner.entry.unity_env import (
     UnityEnvError,
@@ -412,3 +419,139 @@ def test_launch_timeout_names_port_and_what_to_check(tmp_path: Path) -> None:
     message = str(excinfo.value)
     assert message.startswith(f"{silent}: the player did not connect to 127.0.0.1:")
     assert "within 1 s" in message and "no_graphics" in message
+
+
+# ------------------------------------------------------- wire fast path vs mlagents' own protobuf
+
+
+def _agent_info(agent_id: int, done: bool, obs: list[list[float]], **fields: Any) -> Any:
+    from mlagents_envs.communicator_objects.agent_info_pb2 import AgentInfoProto
+    from mlagents_envs.communicator_objects.observation_pb2 import ObservationProto
+
+    observations = []
+    for values in obs:
+        proto = ObservationProto(shape=[len(values)], name="vec")
+        proto.float_data.data.extend(values)
+        observations.append(proto)
+    return AgentInfoProto(id=agent_id, done=done, observations=observations, **fields)
+
+
+def _assert_steps_equal(fast: Any, slow: Any) -> None:
+    for mine, theirs in zip(fast, slow, strict=True):
+        assert type(mine) is type(theirs)
+        for name in ("reward", "agent_id", "group_reward") + (
+            ("interrupted",) if hasattr(theirs, "interrupted") else ()
+        ):
+            np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name))
+            assert getattr(mine, name).dtype == getattr(theirs, name).dtype, name
+        assert list(mine.group_id) == list(theirs.group_id)
+        for a, b in zip(mine.obs, theirs.obs, strict=True):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype and a.shape == b.shape and a.flags.writeable
+        mask_a, mask_b = getattr(mine, "action_mask", None), getattr(theirs, "action_mask", None)
+        assert (mask_a is None) == (mask_b is None)
+        for a, b in zip(mask_a or [], mask_b or [], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fast_steps_match_steps_from_proto() -> None:
+    from mlagents_envs.rpc_utils import steps_from_proto
+
+    from rlrunner.entry.unity_env import _fast_steps, _StepsPlan
+
+    behavior = BehaviorSpec([vector_spec(3), vector_spec(2)], ActionSpec.create_discrete((2, 3)))
+    infos = [
+        _agent_info(
+            5, False, [[1.0, -2.5, 3.0], [0.0, 1.0]], reward=-0.01, action_mask=[True, False, False, True, False]
+        ),
+        _agent_info(6, True, [[4.0, 5.0, 6.0], [7.0, 8.0]], reward=1.5, max_step_reached=True, group_id=2),
+        _agent_info(7, False, [[0.5, 0.25, 0.0], [1.0, 0.0]], group_reward=0.5, action_mask=[True]),  # wrong size
+        _agent_info(8, True, [[0.0, 0.0, 1.0], [9.0, 9.0]], reward=0.1),
+    ]
+    encoded = [info.SerializeToString() for info in infos]
+    _assert_steps_equal(_fast_steps(encoded, _StepsPlan(behavior)), steps_from_proto(infos, behavior))
+    # No agents, and continuous actions (no masks).
+    continuous = BehaviorSpec([vector_spec(3), vector_spec(2)], ActionSpec.create_continuous(2))
+    _assert_steps_equal(_fast_steps([], _StepsPlan(continuous)), steps_from_proto([], continuous))
+    _assert_steps_equal(_fast_steps(encoded, _StepsPlan(continuous)), steps_from_proto(infos, continuous))
+
+
+def test_fast_steps_falls_back_or_raises_like_mlagents() -> None:
+    from mlagents_envs.communicator_objects.observation_pb2 import ObservationProto
+
+    from rlrunner.entry.unity_env import _fast_steps, _StepsPlan
+
+    plan = _StepsPlan(BehaviorSpec([vector_spec(3)], ActionSpec.create_discrete((3,))))
+    wrong_size = _agent_info(1, False, [[1.0, 2.0]]).SerializeToString()
+    assert _fast_steps([wrong_size], plan) is None  # mlagents' own check reports it
+    compressed = _agent_info(1, False, [])
+    compressed.observations.append(ObservationProto(shape=[3], compression_type=1, compressed_data=b"png"))
+    assert _fast_steps([compressed.SerializeToString()], plan) is None
+    visual = _StepsPlan(BehaviorSpec([visual_spec((2, 2, 1))], ActionSpec.create_discrete((3,))))
+    assert _fast_steps([_agent_info(1, False, [[0.0] * 4]).SerializeToString()], visual) is None
+    with pytest.raises(RuntimeError, match="observations provided had NaN"):
+        _fast_steps([_agent_info(1, False, [[1.0, float("nan"), 0.0]]).SerializeToString()], plan)
+    with pytest.raises(RuntimeError, match="rewards provided had Infinite"):
+        _fast_steps([_agent_info(1, True, [[1.0, 0.0, 0.0]], reward=float("inf")).SerializeToString()], plan)
+
+
+def test_raw_output_splits_behaviours_and_defers_initialization_output() -> None:
+    from mlagents_envs.communicator_objects.brain_parameters_pb2 import BrainParametersProto
+    from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
+
+    from rlrunner.entry.unity_env import _decode_unity_message, _RawOutput
+
+    message = UnityMessageProto()
+    message.header.status = 200
+    rl_output = message.unity_output.rl_output
+    rl_output.agentInfos["A?team=0"].value.extend([_agent_info(1, False, [[1.0]]), _agent_info(2, True, [[2.0]])])
+    rl_output.agentInfos["B?team=0"].value.extend([])
+    rl_output.side_channel = b"side"
+    status, output = _decode_unity_message(message.SerializeToString())
+    raw = _RawOutput.decode(output)
+    assert status == 200 and raw is not None and raw.side_channel == b"side"
+    assert raw.agent_infos["A?team=0"] == [info.SerializeToString() for info in rl_output.agentInfos["A?team=0"].value]
+    assert raw.agent_infos.get("B?team=0", []) == []
+    message.unity_output.rl_initialization_output.brain_parameters.append(BrainParametersProto(brain_name="A?team=0"))
+    assert _RawOutput.decode(_decode_unity_message(message.SerializeToString())[1]) is None
+    farewell = UnityMessageProto()
+    farewell.header.status = 400
+    assert _decode_unity_message(farewell.SerializeToString())[0] == 400
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        {"d": ActionTuple(discrete=np.array([[2], [0], [1]], dtype=np.int32))},
+        {"d": ActionTuple(discrete=np.array([[1, -1], [0, 3]], dtype=np.int32))},
+        {"c": ActionTuple(continuous=np.array([[0.5, -1.0], [0.25, 1e-3]], dtype=np.float32))},
+        {"d": ActionTuple(discrete=np.array([[1]], dtype=np.int32)), "c": ActionTuple(continuous=np.zeros((1, 1)))},
+        {"d": ActionTuple(discrete=np.zeros((0, 1), dtype=np.int32))},
+    ],
+)
+def test_step_input_matches_mlagents(actions: dict[str, Any]) -> None:
+    from mlagents_envs.communicator_objects.unity_input_pb2 import UnityInputProto
+    from mlagents_envs.environment import UnityEnvironment
+    from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel
+    from mlagents_envs.side_channel.side_channel_manager import SideChannelManager
+
+    from rlrunner.entry.unity_env import ManagedUnityEnvironment
+
+    def fake(cls: type) -> Any:
+        env: Any = object.__new__(cls)
+        env._env_state = {
+            name: ([0] * len(action.discrete if action.discrete is not None else action.continuous), None)
+            for name, action in actions.items()
+        }
+        channel = EngineConfigurationChannel()
+        channel.set_configuration_parameters(time_scale=3.0)
+        env._side_channel_manager = SideChannelManager([channel])
+        env._action_cache = {}
+        return env
+
+    expected = UnityEnvironment._generate_step_input(fake(UnityEnvironment), actions)
+    mine = fake(ManagedUnityEnvironment)
+    for _ in range(2):  # the second call hits the action cache (and sends no side-channel message)
+        encoded = ManagedUnityEnvironment._generate_step_input(mine, actions)
+        assert UnityInputProto.FromString(encoded) == expected
+        expected.rl_input.side_channel = b""
