@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -74,14 +75,16 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def validate(paths: Sequence[str], output: str) -> None:
-    """Validate spec files (or every *.yaml in folders); exit 3 if any is invalid."""
+    """Validate spec files (or every *.yaml in folders), every sweep point included; exit 3 if any is invalid."""
     from rlrunner.loader import SpecError, load_spec
+    from rlrunner.sweep import expand
 
-    results = []
+    results: list[dict[str, Any]] = []
     for path in spec_files(paths):
         try:
-            spec, _ = load_spec(path)
-            results.append({"path": str(path), "valid": True, "run_id": spec.run_id, "problems": []})
+            spec, document = load_spec(path)
+            points = expand(document, spec)  # a sweep is valid only if every point is
+            results.append({"path": str(path), "valid": True, "run_id": spec.run_id, "points": len(points), "problems": []})
         except SpecError as error:
             results.append({"path": str(path), "valid": False, "problems": [str(p) for p in error.problems]})
     if not results:
@@ -91,7 +94,8 @@ def validate(paths: Sequence[str], output: str) -> None:
     else:
         for result in results:
             if result["valid"]:
-                click.echo(f"ok   {result['path']} (run id {result['run_id']})")
+                points = f", {result['points']} sweep points" if result["points"] > 1 else ""
+                click.echo(f"ok   {result['path']} (run id {result['run_id']}{points})")
             for problem in result["problems"]:
                 click.echo(problem, err=True)
     if not all(result["valid"] for result in results):
@@ -134,6 +138,464 @@ def schema() -> None:
 
     emit_json(ExperimentSpec.model_json_schema(by_alias=True))
 
+
+@main.command()
+@click.argument("spec")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a spec value (repeatable).")
+@click.option("--local", is_flag=True, help="Run on this machine (as compute.instance_type: local does).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory (default: runs/<name>-<run_id>).")
+@click.option("--resume", is_flag=True, help="Continue the run in the run directory from its newest complete checkpoint.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: launcher output goes to stderr).")
+@click.option("--wait", is_flag=True, help="SageMaker: follow the job (status, metrics) until it ends, then download its model into the run dir.")
+def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool) -> None:
+    """Train: locally in a run directory (--local), or as a SageMaker training job."""
+    from rlrunner.runner import PlanError
+    from rlrunner.runner import plan as make_plan
+
+    experiment_spec, document = load_or_exit(spec, overrides)
+    local = local or experiment_spec.compute.is_local
+    try:
+        job = make_plan(experiment_spec, spec_dir=document.base_dir, local=local, environ=os.environ)
+    except PlanError as error:
+        fail(f"{spec}: {error}", EXIT_INVALID)
+    if not local:
+        submit_to_sagemaker(job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir)
+        return
+    from rlrunner.backends.local import LocalRunError, run_local
+
+    stream = sys.stderr if output == "json" else sys.stdout
+    try:
+        result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream)
+    except LocalRunError as error:
+        fail(str(error), error.exit_code)
+    if output == "json":
+        emit_json({"run_id": job.run_id, **result.to_json()})
+    elif result.exit_code == 0:
+        click.echo(f"run directory {result.run_dir}")
+    if result.exit_code != 0:
+        if output != "json":
+            # The launcher already printed its one-paragraph reason; say where it is kept.
+            where = result.run_dir / ("output/failure" if result.failure else "launcher.log")
+            click.echo(f"rlrunner: run failed (exit {result.exit_code}, launcher status {result.launcher_exit}); see {where}", err=True)
+        sys.exit(result.exit_code)
+
+
+def submit_to_sagemaker(
+    job: Any, spec: Any, *, run_dir: Path | None, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path(".")
+) -> None:
+    """Hand a non-local run to the SageMaker backend (imported only here: it needs the SDK)."""
+    try:
+        from rlrunner.backends import sagemaker
+    except ImportError as error:
+        fail(f"SageMaker submission is handled by rlrunner.backends.sagemaker, which cannot be imported: {error}", EXIT_INFRA)
+    from rlrunner.backends.local import default_run_dir
+
+    with aws_failures():
+        submitted = sagemaker.submit(
+            job, spec, run_dir=run_dir or default_run_dir(spec, job.run_id), spec_dir=spec_dir, resume=resume, wait=wait,
+            echo=lambda line: click.echo(line, err=output == "json"),
+        )
+    if output == "json":
+        emit_json({"run_id": job.run_id, "job_name": submitted.job_name, "run_dir": str(submitted.run_dir), "console_url": submitted.console_url,
+                   "status": submitted.status, "model_dir": str(submitted.model_dir) if submitted.model_dir else None})
+    elif not wait:
+        click.echo(f"training job {submitted.job_name} started: {submitted.console_url}")
+    if wait and submitted.status != "Completed":
+        reason = f": {submitted.failure_reason}" if submitted.failure_reason else ""
+        fail(f"training job {submitted.job_name} {submitted.status}{reason}", EXIT_FAILED)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="RUN_DIR|MODEL_DIR")
+@click.option("--episodes", type=click.IntRange(min=1), default=None, help="Episodes to play (default: training.evaluation_episodes).")
+@click.option("--greedy/--stochastic", default=True, help="Greedy actions (default) or actions sampled from the policy.")
+@click.option("--seed", type=int, default=None, help="Seed of the player and of sampled actions.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, output: str) -> None:
+    """Play the exported policy in the experiment's environment; write evaluation.json into the run dir."""
+    from rlrunner.entry.evaluate import default_episodes, evaluate_policy, locate_model_dir, write_evaluation
+    from rlrunner.entry.policy import check_model_dir
+
+    model_dir, result_dir = locate_model_dir(path)
+    try:
+        check_model_dir(model_dir)
+        result = evaluate_policy(model_dir, episodes=episodes or default_episodes(model_dir), greedy=greedy, seed=seed)
+    except ValueError as error:  # PolicyError, ObservationError: the model dir or a model/environment mismatch
+        fail(str(error), EXIT_USAGE)
+    except (RuntimeError, OSError) as error:  # the player or the protocol failed (UnityEnvError)
+        fail(f"{model_dir}: evaluation failed: {error}", EXIT_INFRA)
+    except Exception as error:
+        from mlagents_envs.exception import UnityException
+
+        if not isinstance(error, UnityException):
+            raise
+        fail(f"{model_dir}: evaluation failed: {type(error).__name__}: {error}", EXIT_INFRA)
+    written = write_evaluation(result, result_dir)
+    if output == "json":
+        emit_json(result)
+        return
+    print_evaluation(result, written)
+
+
+def print_evaluation(result: dict[str, Any], written: Path) -> None:
+    """The evaluation as a table: rich on a terminal, plain text otherwise."""
+    rows = [
+        ("episodes", str(result["episodes"])),
+        ("mean", f"{result['mean']:.4f}"),
+        ("max", f"{result['max']:.4f}"),
+        ("min", f"{result['min']:.4f}"),
+        ("mean length", f"{result['mean_length']:.1f}"),
+    ]
+    mode = "greedy" if result["greedy"] else "stochastic"
+    if sys.stdout.isatty():
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            pass
+        else:
+            table = Table(title=f"evaluation ({mode})")
+            table.add_column("metric")
+            table.add_column("value", justify="right")
+            for name, value in rows:
+                table.add_row(name, value)
+            Console().print(table)
+            click.echo(f"written to {written}")
+            return
+    click.echo(f"evaluation ({mode})")
+    for name, value in rows:
+        click.echo(f"{name:<12} {value:>10}")
+    click.echo(f"written to {written}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="MODEL_DIR|RUN_DIR")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
+@click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=6.0, show_default=True, help="Largest request body accepted.")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--access-log/--no-access-log", default=False, help="Log every request.")
+def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool) -> None:
+    """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
+    from rlrunner.entry.evaluate import locate_model_dir
+    from rlrunner.entry.policy import PolicyError, check_model_dir
+    from rlrunner.serving.server import ServeOptions
+    from rlrunner.serving.server import serve as run_server
+
+    model_dir, _ = locate_model_dir(path)
+    try:
+        check_model_dir(model_dir)
+    except PolicyError as error:
+        fail(str(error), EXIT_USAGE)
+    options = ServeOptions(
+        model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log
+    )
+    run_server(options)
+
+
+# --- SageMaker jobs: status, logs, stop, download, image ------------------------------------------------
+
+
+@contextmanager
+def aws_failures() -> Iterator[None]:
+    """Report an AWS failure (rlrunner.aws.AwsError) as one line and exit 4."""
+    from rlrunner.aws import AwsError
+
+    try:
+        yield
+    except AwsError as error:
+        fail(str(error), EXIT_INFRA)
+
+
+def job_refs(reference: str | None) -> list[Any]:
+    """JOB, RUN_DIR (or nothing: every run recorded under ./runs) as job references."""
+    from rlrunner.backends.sagemaker import resolve_refs
+
+    refs = resolve_refs(reference)
+    if not refs:
+        fail("no SageMaker runs recorded under ./runs; name a job or a run dir", EXIT_USAGE)
+    return refs
+
+
+@main.command()
+@click.argument("reference", required=False, metavar="[JOB|RUN_DIR|SPEC]")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a spec value (with SPEC).")
+@click.option("--download/--no-download", default=True, help="Fetch the model of a completed job into its run dir if missing.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def status(reference: str | None, overrides: Sequence[str], download: bool, output: str) -> None:
+    """Show SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
+    from rlrunner.aws import AwsError, connect
+    from rlrunner.backends import sagemaker as backend
+
+    with aws_failures():
+        if reference and Path(reference).is_file() and Path(reference).suffix in SPEC_SUFFIXES:
+            spec, _ = load_or_exit(reference, overrides)
+            ctx = connect()
+            found = backend.find_jobs_by_run_id(ctx, spec.run_id)
+            refs = [backend.JobRef(str(job["TrainingJobName"]), None) for job in found]
+            if not refs:
+                fail(f"{reference}: no training job is tagged with its run id {spec.run_id}", EXIT_FAILED)
+        else:
+            refs = job_refs(reference)
+            ctx = connect()
+        rows = []
+        for ref in refs:
+            description = backend.describe_job(ctx, ref.job_name)
+            row = backend.summarize(description)
+            row["tags"] = backend.job_tags(description, ctx)
+            run_dir = backend.run_dir_for(ctx, ref, description)
+            row["run_dir"] = str(run_dir)
+            model_dir = run_dir / backend.MODEL_DIR
+            known = ref.run_dir is not None or run_dir.is_dir()
+            if download and known and row["status"] == "Completed" and not model_dir.is_dir():
+                try:
+                    backend.download_model(ctx, description, run_dir, echo=lambda line: click.echo(line, err=True))
+                except AwsError as error:  # the listing goes on; `rlrunner download` retries
+                    click.echo(f"model not downloaded: {error}", err=True)
+            row["model_dir"] = str(model_dir) if model_dir.is_dir() else None
+            rows.append(row)
+    if output == "json":
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['job_name']}  {row['status']} / {row['secondary_status']}  ({row['instance']}, created {row['created']})")
+        if row["failure_reason"]:
+            click.echo(f"  failure  {row['failure_reason']}")
+        for name, value in sorted(row["final_metrics"].items()):
+            click.echo(f"  {name:<20} {value:.6g}")
+        click.echo(f"  run id   {row['tags'].get('rlrunner:run-id', '-')}   run dir {row['run_dir']}   model {row['model_dir'] or '-'}")
+
+
+@main.command()
+@click.argument("reference", metavar="JOB|RUN_DIR")
+@click.option("--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.0), default=10.0, show_default=True, help="Seconds between polls with --follow.")
+def logs(reference: str, follow: bool, poll_seconds: float) -> None:
+    """Print a training job's CloudWatch logs (/aws/sagemaker/TrainingJobs)."""
+    import time
+
+    from rlrunner.aws import connect
+    from rlrunner.backends import sagemaker as backend
+
+    with aws_failures():
+        (ref,) = job_refs(reference)[:1]
+        ctx = connect()
+        tail = backend.LogTail(ctx, ref.job_name)
+        while True:
+            status = backend.describe_job(ctx, ref.job_name)["TrainingJobStatus"]
+            printed = 0
+            for line in tail.poll():
+                click.echo(line.rstrip("\n"))
+                printed += 1
+            if not follow or status in backend.TERMINAL_STATUSES:
+                if not follow and printed == 0 and not tail.streams():
+                    click.echo(f"no log streams yet for {ref.job_name} (status {status})", err=True)
+                return
+            time.sleep(poll_seconds)
+
+
+@main.command()
+@click.argument("reference", metavar="JOB|RUN_DIR")
+def stop(reference: str) -> None:
+    """Stop a running SageMaker training job."""
+    from rlrunner.aws import connect
+    from rlrunner.backends.sagemaker import stop_job
+
+    with aws_failures():
+        (ref,) = job_refs(reference)[:1]
+        click.echo(stop_job(connect(), ref.job_name))
+
+
+@main.command()
+@click.argument("reference", metavar="JOB|RUN_DIR")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where to put model/ (default: the job's run dir).")
+def download(reference: str, run_dir: Path | None) -> None:
+    """Download a completed job's model.tar.gz into RUN_DIR/model (what evaluate, serve and deploy read)."""
+    from rlrunner.aws import connect
+    from rlrunner.backends import sagemaker as backend
+
+    with aws_failures():
+        (ref,) = job_refs(reference)[:1]
+        ctx = connect()
+        description = backend.describe_job(ctx, ref.job_name)
+        status = description["TrainingJobStatus"]
+        if status in ("Failed", "Stopped"):
+            fail(f"training job {ref.job_name}: {status}, no model to download ({description.get('FailureReason', '')})".rstrip(" ()"), EXIT_FAILED)
+        target = run_dir or backend.run_dir_for(ctx, ref, description)
+        backend.download_model(ctx, description, target, echo=click.echo)
+
+
+@main.group()
+def image() -> None:
+    """Build and push the rlrunner container image (needs docker; push needs ECR access)."""
+
+
+@image.command("build")
+@click.option("--tag", default=None, help="Image tag (default: rlrunner:<version>).")
+def image_build(tag: str | None) -> None:
+    """docker build -f container/Dockerfile . (from the project root)."""
+    from rlrunner.container import build_image
+
+    with aws_failures():
+        build_image(tag, echo=click.echo)
+
+
+@image.command("push")
+@click.option("--tag", default=None, help="Local image tag (default: rlrunner:<version>).")
+def image_push(tag: str | None) -> None:
+    """Push the image to this account's ECR (repository created if missing); prints the URI for compute.image."""
+    from rlrunner.container import push_image
+
+    with aws_failures():
+        click.echo(push_image(tag, echo=click.echo))
+
+
+# --- SageMaker endpoints: deploy, predict, undeploy ---------------------------------------------------
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--endpoint-name", default=None, help="Endpoint name (default: deploy.endpoint_name, else <name>-<run id>).")
+@click.option("--wait/--no-wait", default=True, help="Wait until the endpoint is InService.")
+def deploy(run_dir: Path, endpoint_name: str | None, wait: bool) -> None:
+    """Deploy a run's policy to a SageMaker endpoint (model, endpoint config, endpoint) using the spec's deploy block."""
+    from rlrunner.entry.policy import PolicyError
+    from rlrunner.serving.deploy import DEPLOYMENT_FILE
+    from rlrunner.serving.deploy import deploy as deploy_run
+
+    with aws_failures():
+        try:
+            deployment = deploy_run(run_dir, endpoint_name=endpoint_name, wait=wait, echo=click.echo)
+        except PolicyError as error:
+            fail(str(error), EXIT_USAGE)
+    click.echo(f"endpoint {deployment.endpoint_name} {deployment.status} (recorded in {run_dir / DEPLOYMENT_FILE})")
+    click.echo(f"  predict   rlrunner predict {deployment.endpoint_name} --observations '[[...]]'")
+    click.echo(f"  remove    rlrunner undeploy {deployment.endpoint_name}")
+
+
+@main.command()
+@click.argument("endpoint")
+@click.option("--observations", required=True, help="A JSON batch [[...], ...], @FILE holding one, or - for stdin.")
+@click.option("--return", "returns", default="", metavar="probabilities,logits", help="Also return these outputs.")
+def predict(endpoint: str, observations: str, returns: str) -> None:
+    """Send observations to an endpoint (InvokeEndpoint) and print its JSON answer."""
+    from rlrunner.aws import connect
+    from rlrunner.entry.policy import PolicyError
+    from rlrunner.serving.deploy import parse_observations
+    from rlrunner.serving.deploy import predict as invoke
+    from rlrunner.serving.protocol import RequestError, parse_returns
+
+    try:
+        payload = parse_observations(observations)
+        asked = parse_returns(returns)[1:] if returns else ()
+    except (PolicyError, RequestError) as error:
+        fail(str(error).replace("return:", "--return:", 1), EXIT_USAGE)
+    with aws_failures():
+        emit_json(invoke(connect(), endpoint, payload, asked))
+
+
+@main.command()
+@click.argument("endpoint")
+def undeploy(endpoint: str) -> None:
+    """Delete an endpoint, its endpoint config and its models."""
+    from rlrunner.aws import connect
+    from rlrunner.serving.deploy import undeploy as delete_endpoint
+
+    with aws_failures():
+        delete_endpoint(connect(), endpoint, echo=click.echo)
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a spec value in every point (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Validate every point and print the table; start nothing.")
+@click.option("--local", is_flag=True, help="Run the points on this machine.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Runs at once (default: sweep.max_parallel).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def sweep(spec: str, overrides: Sequence[str], dry_run: bool, local: bool, max_parallel: int | None, output: str) -> None:
+    """Run every point of a spec's sweep block; finished points are skipped, failed ones re-run."""
+    from rlrunner import sweep as sweeps
+    from rlrunner.loader import SpecError
+
+    experiment_spec, document = load_or_exit(spec, overrides)
+    if experiment_spec.sweep is None:
+        fail(f"{spec}: no sweep block; use `rlrunner run` for a single experiment", EXIT_USAGE)
+    try:
+        points = sweeps.expand(document, experiment_spec)
+    except SpecError as error:
+        fail(str(error), EXIT_INVALID)
+    if local:
+        points = [sweeps.SweepPoint(p.index, p.values, p.spec.model_copy(update={"compute": p.spec.compute.model_copy(update={"instance_type": "local"})})) for p in points]
+    from rlrunner.runner import PlanError, plan as make_plan
+
+    for point in points:  # a point that cannot be planned (too large for the env vars) also stops the sweep early
+        try:
+            make_plan(point.spec, spec_dir=document.base_dir, environ=os.environ)
+        except PlanError as error:
+            fail(f"{spec}: sweep point {point.index} [{point.label()}]: {error}", EXIT_INVALID)
+    rows = sweeps.dry_run_rows(points)
+    if dry_run:
+        print_sweep_table(rows, output)
+        return
+    parallel = max_parallel or experiment_spec.sweep.max_parallel
+    folder = Path("runs") / "sweeps" / f"{experiment_spec.name}-{sweeps.sweep_id(document)}"
+    if local or experiment_spec.compute.is_local:
+        launch, finished = sweeps.local_backend(document.base_dir, folder / "logs")
+    else:
+        from rlrunner.backends.sagemaker import sweep_backend
+
+        launch, finished = sweep_backend(document.base_dir, echo=lambda text: click.echo(text, err=True))
+    if output == "text":
+        click.echo(f"sweep {folder.name}: {len(points)} points, at most {parallel} at once")
+
+    def report(point: Any, result: Any) -> None:
+        detail = f" mean return {result.mean_return:.3f}" if result.mean_return is not None else ""
+        reason = f": {result.message}" if result.message else ""
+        click.echo(f"point {point.index} [{point.label()}] {point.run_id} {result.status}{detail}{reason}", err=output == "json" or result.status == "failed")
+
+    results = sweeps.run_points(points, launch=launch, finished=finished, max_parallel=parallel, report=report)
+    summary = sweeps.summarize(points, results)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "sweep.csv").write_text(sweeps.summary_csv(summary))
+    sweeps.plot_curves(points, results, folder / "learning_curves.png")
+    if output == "json":
+        emit_json({"sweep_dir": str(folder), **summary})
+    else:
+        print_sweep_summary(summary, folder)
+    if summary["counts"]["failed"]:
+        sys.exit(EXIT_FAILED)
+
+
+def print_sweep_table(rows: list[dict[str, Any]], output: str) -> None:
+    """The dry-run table: point, run id, values, instance, estimated cost."""
+    if output == "json":
+        emit_json(rows)
+        return
+    total = sum(row["estimated_cost_usd"] or 0.0 for row in rows)
+    click.echo(f"{'point':>5}  {'run id':<10}  {'instance':<18}  {'cost (USD, max)':>15}  values")
+    for row in rows:
+        cost = "-" if row["estimated_cost_usd"] is None else f"{row['estimated_cost_usd']:.2f}"
+        values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
+        click.echo(f"{row['index']:>5}  {row['run_id']:<10}  {row['instance_count']} x {row['instance_type']:<14}  {cost:>15}  {values}")
+    click.echo(f"{len(rows)} points valid; estimated cost at most {total:.2f} USD (list prices x max_run)")
+
+
+def print_sweep_summary(summary: dict[str, Any], folder: Path) -> None:
+    """The end-of-sweep tables: per point, then per configuration across seeds."""
+    click.echo(f"{'point':>5}  {'run id':<10}  {'status':<8}  {'return':>7}  values")
+    for row in summary["points"]:
+        value = "-" if row["mean_return"] is None else f"{row['mean_return']:.3f}"
+        click.echo(f"{row['index']:>5}  {row['run_id']:<10}  {row['status']:<8}  {value:>7}  {', '.join(f'{k}={v}' for k, v in row['values'].items())}")
+    click.echo("configurations (mean ± spread across seeds):")
+    for config in summary["configurations"]:
+        label = ", ".join(f"{k}={v}" for k, v in config["values"].items()) or "(base)"
+        if config["mean_return"] is None:
+            click.echo(f"  {label}: no finished run")
+        else:
+            click.echo(f"  {label}: {config['mean_return']:.3f} ± {config['std_return']:.3f} over {config['runs']} runs")
+    counts = summary["counts"]
+    click.echo(f"{counts['finished']} finished, {counts['skipped']} skipped (done before), {counts['failed']} failed; {folder}/sweep.json")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,148 @@
+"""From a decoded experiment to an RLlib `AlgorithmConfig` on the new API stack (no I/O, no Ray cluster).
+
+The launcher hands in plain values (CPU count, the registered env name, the env config and the
+custom RLModule class it loaded); everything here is a pure function of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from rlrunner.schema import Experiment
+
+if TYPE_CHECKING:
+    import gymnasium
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+ENV_NAME = "rlrunner-unity"
+"""The name the launcher registers the Unity env creator under."""
+
+# Which action spaces each algorithm's new-stack RLModule and loss accept (RLlib fails deep inside a
+# remote actor otherwise, with an error that does not name the cause).
+ACTION_SPACES: dict[str, tuple[str, ...]] = {
+    "PPO": ("Discrete", "MultiDiscrete", "Box"),
+    "APPO": ("Discrete", "MultiDiscrete", "Box"),
+    "IMPALA": ("Discrete", "MultiDiscrete", "Box"),
+    "DQN": ("Discrete",),
+    "SAC": ("Discrete", "Box"),
+}
+
+
+class AlgorithmSetupError(ValueError):
+    """The experiment cannot be turned into a working RLlib algorithm (a user error, explained)."""
+
+
+def resolve_env_runners(setting: int | str, num_cpus: int) -> int:
+    """`training.env_runners`: an explicit count, or `auto` = CPUs - 1 (at least 1)."""
+    if setting == "auto":
+        return max(num_cpus - 1, 1)
+    return int(setting)
+
+
+def required_cpus(num_env_runners: int) -> int:
+    """CPUs the algorithm asks Ray for: one for the driver (learner) and one per env runner."""
+    return 1 + num_env_runners
+
+
+def check_spaces(algorithm: str, observation_space: gymnasium.Space[Any], action_space: gymnasium.Space[Any]) -> None:
+    """Reject an algorithm/space mismatch (e.g. DQN on continuous actions) before Ray starts."""
+    kind = type(action_space).__name__
+    allowed = ACTION_SPACES.get(algorithm, ())
+    if kind not in allowed:
+        hint = " (use PPO, APPO, IMPALA or SAC for continuous actions)" if kind == "Box" else ""
+        raise AlgorithmSetupError(
+            f"algorithm.name: {algorithm} does not support the environment's {kind} action space "
+            f"{action_space}; it supports {', '.join(allowed)}{hint}"
+        )
+    if type(observation_space).__name__ != "Box":
+        raise AlgorithmSetupError(
+            f"environment: observation space {observation_space} is not a single Box; RLlib's default model "
+            "and rlrunner's ONNX export need one (set environment.allow_multiple_obs: false)"
+        )
+
+
+def env_config(experiment: Experiment, *, log_dir: str | None) -> dict[str, Any]:
+    """What `make_unity_env` receives: the experiment's environment block, the seed and the log dir."""
+    config: dict[str, Any] = experiment.environment.model_dump(mode="json")
+    config["seed"] = experiment.training.seed
+    config["log_dir"] = log_dir
+    return config
+
+
+def model_config(experiment: Experiment) -> dict[str, Any]:
+    """RLlib DefaultModelConfig keys the user set (rlrunner's own keys removed)."""
+    data: dict[str, Any] = dict(experiment.to_data()["algorithm"]["model"])
+    data.pop("module", None)
+    data.pop("module_config", None)
+    return data
+
+
+def build_algorithm_config(
+    experiment: Experiment,
+    *,
+    num_cpus: int,
+    env_config: Mapping[str, Any],
+    module_class: type | None = None,
+    env_name: str = ENV_NAME,
+) -> AlgorithmConfig:
+    """The RLlib AlgorithmConfig for an experiment (new API stack, torch)."""
+    from ray.rllib.algorithms.registry import ALGORITHMS
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    training = experiment.training
+    environment = experiment.environment
+    if environment.num_areas > 1 and training.envs_per_env_runner > 1:
+        raise AlgorithmSetupError(
+            f"training.envs_per_env_runner ({training.envs_per_env_runner}) and environment.num_areas "
+            f"({environment.num_areas}): use one of them; each env runner drives either several players "
+            "or one player with several areas"
+        )
+    algorithm = experiment.to_data()["algorithm"]
+    # The registry's importer loads only this algorithm (Tune's loads them all, and DreamerV3's
+    # import makes a gymnasium env that warns).
+    _, config = ALGORITHMS[algorithm["name"]]()  # type: ignore[no-untyped-call]
+    config.update_from_dict(dict(algorithm["hyperparameters"]))
+    config.framework("torch")
+    config.environment(env=env_name, env_config=dict(env_config))
+    runners = resolve_env_runners(training.env_runners, num_cpus)
+    if environment.num_areas > 1:
+        # One player with N areas is one gymnasium VectorEnv: RLlib calls the creator once with num_envs.
+        import gymnasium
+
+        config.env_runners(
+            num_env_runners=runners,
+            num_envs_per_env_runner=environment.num_areas,
+            gym_env_vectorize_mode=gymnasium.VectorizeMode.VECTOR_ENTRY_POINT,
+        )
+    else:
+        config.env_runners(num_env_runners=runners, num_envs_per_env_runner=training.envs_per_env_runner)
+    config.env_runners(create_env_on_local_worker=runners == 0)
+    config.fault_tolerance(
+        restart_failed_env_runners=training.restart_failed_env_runners,
+        # The default waits 60 s before restarting a crashed env runner; a player restarts in seconds.
+        delay_between_env_runner_restarts_s=1.0,
+    )
+    if training.seed is not None:
+        config.debugging(seed=training.seed)
+    if module_class is not None:
+        module_options = dict(algorithm["model"].get("module_config", {}))
+        config.rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=module_options))
+    else:
+        model = model_config(experiment)
+        if model:
+            config.rl_module(model_config=model)
+    return cast("AlgorithmConfig", config)
+
+
+__all__ = [
+    "ACTION_SPACES",
+    "ENV_NAME",
+    "AlgorithmSetupError",
+    "build_algorithm_config",
+    "check_spaces",
+    "env_config",
+    "model_config",
+    "required_cpus",
+    "resolve_env_runners",
+]

@@ -1,0 +1,361 @@
+"""The local backend: the run directory, the emulated container environment, and runs end to end.
+
+End-to-end runs go through the real launcher, Ray and the bundled Basic player; every test checks by
+pid that nothing it started is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rlrunner.backends import local
+from rlrunner.cli import main
+from rlrunner.entry.checkpoints import CheckpointStore, read_checkpoint
+from rlrunner.entry.metrics import METRIC_NAMES, parse_metrics_line
+from rlrunner.entry.processes import descendants, process_table, run_processes, terminate
+from rlrunner.loader import load_spec
+from rlrunner.runner import plan
+
+ROOT = Path(__file__).resolve().parents[2]
+BASIC_PPO = ROOT / "experiments" / "basic_ppo.yaml"
+CUSTOM_MODEL = ROOT / "experiments" / "custom_model.yaml"
+FAST = (
+    "algorithm.hyperparameters.train_batch_size_per_learner=250",
+    "algorithm.hyperparameters.minibatch_size=125",
+    "algorithm.hyperparameters.num_epochs=2",
+    "algorithm.model.fcnet_hiddens=[32]",
+    "training.evaluation_episodes=5",
+)
+
+
+@pytest.fixture
+def sessions() -> Iterator[list[int]]:
+    """Session leaders a test starts; afterwards nothing of theirs (nor any new child of pytest) may be alive."""
+    leaders: list[int] = []
+    before = descendants([os.getpid()])
+    yield leaders
+    deadline = time.monotonic() + 10
+    while True:
+        left = run_processes(sessions=leaders, roots=leaders) | (descendants([os.getpid()]) - before)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    terminate(left)
+    assert not left, f"processes left behind: {sorted(left)}"
+
+
+def planned(spec: Path, *overrides: str) -> tuple[Any, Any, Path]:
+    experiment_spec, document = load_spec(spec, overrides)
+    return experiment_spec, plan(experiment_spec, spec_dir=document.base_dir, local=True), document.base_dir
+
+
+def launcher_pid(run_dir: Path) -> int:
+    return int(json.loads((run_dir / "run.json").read_text())["launcher_pid"])
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+# --- the run directory -----------------------------------------------------------------------
+
+
+def test_prepare_run_dir_lays_out_the_opt_ml_tree(tmp_path: Path) -> None:
+    spec, job, spec_dir = planned(CUSTOM_MODEL)
+    run = local.RunDir(tmp_path / "run")
+    record = local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
+    for folder in ("code", "input/config", "model", "output/data", "checkpoints"):
+        assert (run.root / folder).is_dir(), folder
+    assert (run.code / "train_unity.py").is_file() and (run.code / "metrics.py").is_file()
+    assert (run.code / "models" / "tiny_mlp.py").is_file()  # the source dir, as SageMaker uploads it
+    assert not list(run.code.rglob("__pycache__"))
+    assert json.loads((run.input_config / "hyperparameters.json").read_text()) == {"rlrunner_run_id": json.dumps(job.run_id)}
+    assert json.loads((run.input_config / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
+    assert (run.root / "spec_hash").read_text() == spec.spec_hash + "\n"
+    import yaml
+
+    assert yaml.safe_load((run.root / "spec.yaml").read_text()) == spec.to_data()
+    assert record["run_id"] == job.run_id and record["plan"] == job.to_json()
+    git = local.git_commit(ROOT)
+    if git is not None:
+        assert (run.root / "git_commit").read_text().startswith(git[0])
+
+
+def test_prepare_run_dir_refuses_an_existing_run_without_resume(tmp_path: Path) -> None:
+    spec, job, spec_dir = planned(BASIC_PPO)
+    run = local.RunDir(tmp_path / "run")
+    local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
+    with pytest.raises(local.LocalRunError) as error:
+        local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
+    assert str(error.value) == f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir"
+    local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
+
+
+def test_prepare_run_dir_resume_needs_the_same_spec(tmp_path: Path) -> None:
+    spec, job, spec_dir = planned(BASIC_PPO)
+    run = local.RunDir(tmp_path / "run")
+    with pytest.raises(local.LocalRunError, match=r"--resume needs an existing run directory \(none here\)$"):
+        local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
+    local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
+    other, other_job, _ = planned(BASIC_PPO, "algorithm.hyperparameters.lr=0.001")
+    with pytest.raises(local.LocalRunError) as error:
+        local.prepare_run_dir(run, other, other_job, spec_dir=spec_dir, resume=True)
+    assert str(error.value) == (
+        f"{run.root}: --resume: the run was started from another spec (spec_hash {spec.spec_hash[:10]}, this spec "
+        f"{other.spec_hash[:10]}); resume with the same spec or use a new --run-dir"
+    )
+
+
+def test_container_environment_is_the_plan_plus_the_toolkit_variables(tmp_path: Path) -> None:
+    spec, job, _ = planned(BASIC_PPO)
+    run = local.RunDir(tmp_path)
+    base = {"PATH": "/usr/bin", "SM_CHANNEL_STALE": "/x", "RLRUNNER_EXPERIMENT_009": "stale", "RAY_ADDRESS": "10.0.0.1:6379"}
+    env = local.container_environment(run, job, num_cpus=2, base=base)
+    for key, value in job.environment.items():
+        assert env[key] == value
+    assert "SM_CHANNEL_STALE" not in env and "RLRUNNER_EXPERIMENT_009" not in env and "RAY_ADDRESS" not in env
+    assert env["PATH"] == "/usr/bin"
+    assert env["RLRUNNER_OPT_ML"] == str(tmp_path.resolve())
+    assert env["SM_MODEL_DIR"] == str(tmp_path.resolve() / "model")
+    assert env["SM_OUTPUT_DATA_DIR"] == str(tmp_path.resolve() / "output" / "data")
+    assert env["SM_NUM_CPUS"] == "2" and env["SM_NUM_GPUS"] == "0"
+    assert json.loads(env["SM_HOSTS"]) == ["algo-1"] and env["SM_CURRENT_HOST"] == "algo-1"
+    assert json.loads(env["SM_HPS"]) == {"rlrunner_run_id": job.run_id}
+    assert env["SM_HP_RLRUNNER_RUN_ID"] == job.run_id
+    assert local.launcher_command(run, job, python="python") == [
+        "python", str(tmp_path.resolve() / "code" / "train_unity.py"), "--rlrunner_run_id", job.run_id
+    ]
+
+
+def test_metrics_table_replaces_iterations_a_resumed_run_repeats(tmp_path: Path) -> None:
+    table = local.MetricsTable(tmp_path / "metrics.csv")
+    for iteration in (1, 2, 3):
+        table.add({"iteration": iteration, "timesteps": iteration * 500, "episode_return_mean": 0.1 * iteration})
+    again = local.MetricsTable(tmp_path / "metrics.csv")  # a resume from the checkpoint of iteration 2
+    again.add({"iteration": 3, "timesteps": 1500, "episode_return_mean": 0.5})
+    again.add({"iteration": 4, "timesteps": 2000, "episode_return_mean": 0.6})
+    rows = metrics_rows(tmp_path)
+    assert [(r["iteration"], r.get("episode_return_mean")) for r in rows] == [(1, 0.1), (2, 0.2), (3, 0.5), (4, 0.6)]
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        assert next(csv.reader(handle)) == list(METRIC_NAMES)
+
+
+def test_plot_learning_curve_writes_a_png(tmp_path: Path) -> None:
+    rows = [{"timesteps": 500.0 * i, "episode_return_mean": 0.1 * i, "episode_return_min": 0.0, "episode_return_max": 0.93} for i in range(1, 5)]
+    path = local.plot_learning_curve(rows, tmp_path / "curve.png", title="t")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert local.plot_learning_curve([{"timesteps": 1.0}], tmp_path / "none.png", title="t") is None
+
+
+@pytest.mark.parametrize(
+    ("launcher", "expected"),
+    [(0, 0), (3, 3), (4, 4), (5, 5), (1, 5), (-signal.SIGKILL, 4), (-signal.SIGTERM, 130), (128 + signal.SIGINT, 130)],
+)
+def test_map_exit(launcher: int, expected: int) -> None:
+    assert local.map_exit(launcher) == expected
+
+
+def test_progress_bar_counts_toward_the_stop_criterion() -> None:
+    stream = io.StringIO()
+    with local.Progress(stream, total=1000, unit="timesteps", bar=True) as progress:
+        progress.line("rlrunner: building PPO")
+        progress.metrics({"iteration": 1, "timesteps": 500, "episode_return_mean": 0.5}, 500)
+    text = stream.getvalue()
+    assert "rlrunner: building PPO" in text and "500/1000" in text and "return 0.500" in text
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_cli_run_non_local_hands_over_to_the_sagemaker_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rlrunner.backends import sagemaker
+
+    calls: list[dict[str, Any]] = []
+
+    class Submitted:
+        job_name, run_dir, console_url = "basic-ppo-2026", tmp_path, "https://console/x"
+
+    def fake_submit(job: Any, spec: Any, **kwargs: Any) -> Any:
+        calls.append({"job": job, "spec": spec, **kwargs})
+        return Submitted()
+
+    monkeypatch.setattr(sagemaker, "submit", fake_submit)
+    result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "training job basic-ppo-2026 started: https://console/x\n"
+    assert calls[0]["job"].estimator["instance_type"] == "ml.c5.2xlarge"
+    assert calls[0]["run_dir"] == tmp_path and calls[0]["resume"] is False
+
+
+def test_cli_run_invalid_spec_exits_3(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--local", "--set", "algorithm.hyperparameters.lr=-1"])
+    assert result.exit_code == 3
+    assert "algorithm.hyperparameters.lr" in result.output
+
+
+def test_cli_run_existing_run_dir_needs_resume(tmp_path: Path) -> None:
+    (tmp_path / "leftover").write_text("x")
+    result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--local", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output == f"{tmp_path}: the run directory exists; continue it with --resume, or pick another with --run-dir\n"
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+# mlagents-envs 0.28 checks the protocol version with distutils' StrictVersion; unity_env filters that
+# warning with catch_warnings, which another thread of this process (torch, Ray) can undo meanwhile.
+@pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
+def test_run_local_trains_basic_end_to_end(tmp_path: Path, sessions: list[int]) -> None:
+    """Real player, Ray and launcher: metrics lines match the plan's regexes, checkpoint, ONNX == RLModule greedy."""
+    spec, job, spec_dir = planned(BASIC_PPO, *FAST, "training.stop.timesteps=1000", "training.checkpoint_frequency=3")
+    run_dir = tmp_path / "run"
+    stream = io.StringIO()
+    result = local.run_local(spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, on_start=lambda p: sessions.append(p.pid))
+    output = stream.getvalue()
+    assert result.exit_code == 0, output[-4000:]
+
+    # every metrics line, read with the regexes SageMaker gets
+    lines = [line for line in (run_dir / "launcher.log").read_text().splitlines() if parse_metrics_line(line)]
+    assert len(lines) == 4
+    for iteration, line in enumerate(lines, start=1):
+        found = {d["Name"]: re.search(d["Regex"], line) for d in job.estimator["metric_definitions"]}
+        assert all(found[name] for name in ("iteration", "timesteps", "time_s")), line
+        assert float(found["iteration"].group(1)) == iteration  # type: ignore[union-attr]
+        assert float(found["timesteps"].group(1)) == 250 * iteration  # type: ignore[union-attr]
+    rows = metrics_rows(run_dir)
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4] and rows[-1]["timesteps"] == 1000
+    assert "episode_return_mean" in rows[-1]
+
+    # checkpoints: every 3 iterations and at the end, complete
+    store = CheckpointStore(run_dir / "checkpoints", keep=3)
+    assert [c.path.name for c in store.complete()] == ["checkpoint_000003", "checkpoint_000004"]
+    final = store.newest()
+    assert final is not None and final.progress.iteration == 4 and final.progress.timesteps == 1000
+    assert (final.path / "learner_group" / "learner" / "rl_module" / "default_policy").is_dir()
+
+    # the model: ONNX greedy actions == the RLModule's greedy actions on 1,000 observations
+    model = run_dir / "model"
+    policy = json.loads((model / "policy.json").read_text())
+    assert policy["run_id"] == job.run_id and policy["algorithm"] == "PPO"
+    assert policy["observation_space"]["shape"] == [20] and policy["action_space"] == {"type": "discrete", "n": 3, "start": 0}
+    assert json.loads((model / "experiment.json").read_text()) == job.experiment
+    import onnxruntime
+    import torch
+
+    from rlrunner.entry.export import load_rl_module
+
+    module = load_rl_module(final.path)
+    rng = np.random.default_rng(0)
+    obs = np.concatenate([np.eye(20, dtype=np.float32)[rng.integers(0, 20, 500)], rng.normal(size=(500, 20)).astype(np.float32)])
+    session = onnxruntime.InferenceSession(str(model / "policy.onnx"), providers=["CPUExecutionProvider"])
+    actions, logits = session.run(["actions", "action_dist_inputs"], {"obs": obs})
+    with torch.no_grad():
+        expected_logits = module.forward_inference({"obs": torch.from_numpy(obs)})["action_dist_inputs"].numpy()
+    assert actions.dtype == np.int64 and actions.shape == (1000,)
+    np.testing.assert_array_equal(actions, expected_logits.argmax(axis=-1))
+    np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
+
+    # the rest of the run directory
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["episodes"] == 5 and evaluation["greedy"] is True
+    assert result.evaluation is not None and result.evaluation["mean"] == evaluation["mean"]
+    assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["exit_code"] == 0 and record["first_iteration_s"] > 0 and record["metrics"]["timesteps"] == 1000
+    assert not (run_dir / "output" / "failure").exists()
+    assert not run_processes(sessions=[record["launcher_pid"]])
+
+
+def rlrunner_cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from rlrunner.cli import main; main()", *args]
+
+
+def wait_for_rows(run_dir: Path, count: int, process: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.csv").is_file() and len(metrics_rows(run_dir)) >= count:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"rlrunner run exited early ({process.returncode}): {process.communicate()[0][-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"no {count} metrics rows within {timeout} s")
+
+
+def test_killed_launcher_resumes_with_continuing_timesteps(tmp_path: Path, sessions: list[int]) -> None:
+    """SIGKILL the launcher mid-training; `rlrunner run --resume` continues from the newest complete checkpoint."""
+    run_dir = tmp_path / "run"
+    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in FAST for a in ("--set", o)],
+            "--set", "training.stop.timesteps=1750", "--set", "training.checkpoint_frequency=2")
+    first = subprocess.Popen(rlrunner_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sessions.append(first.pid)
+    wait_for_rows(run_dir, 3, first, timeout=150)
+    victim = launcher_pid(run_dir)
+    sessions.append(victim)
+    os.kill(victim, signal.SIGKILL)
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 4, out[-3000:]
+    assert "launcher status -9" in out
+    assert not run_processes(sessions=[victim, first.pid])
+
+    checkpoints = run_dir / "checkpoints"
+    for folder in checkpoints.iterdir():  # a kill never leaves a checkpoint that looks complete but is not
+        if folder.name.startswith("checkpoint_"):
+            assert read_checkpoint(folder) is not None, folder
+    resumed_from = CheckpointStore(checkpoints, keep=3).newest()
+    assert resumed_from is not None and resumed_from.progress.iteration >= 2
+    killed_rows = len(metrics_rows(run_dir))
+
+    second = subprocess.Popen(
+        rlrunner_cli(*args, "--resume"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    sessions.append(second.pid)
+    out, _ = second.communicate(timeout=240)
+    assert second.returncode == 0, out[-4000:]
+    sessions.append(launcher_pid(run_dir))
+    progress = resumed_from.progress
+    assert f"resuming from {resumed_from.path} (iteration {progress.iteration}, timesteps {progress.timesteps})" in out
+    log = (run_dir / "launcher.log").read_text()
+    after = [v for v in (parse_metrics_line(line) for line in log.split("resuming from", 1)[1].splitlines()) if v]
+    assert after[0]["iteration"] == progress.iteration + 1
+    assert after[0]["timesteps"] == progress.timesteps + 250  # continuing, not restarting
+    rows = metrics_rows(run_dir)
+    assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= killed_rows
+    assert rows[-1]["timesteps"] == 1750
+    assert [r["timesteps"] for r in rows] == [250.0 * i for i in range(1, len(rows) + 1)]
+    assert (run_dir / "model" / "policy.onnx").is_file() and (run_dir / "evaluation.json").is_file()
+
+
+def test_ctrl_c_stops_the_launcher_ray_and_the_players(tmp_path: Path, sessions: list[int]) -> None:
+    run_dir = tmp_path / "run"
+    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in FAST for a in ("--set", o)])
+    process = subprocess.Popen(rlrunner_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sessions.append(process.pid)
+    wait_for_rows(run_dir, 1, process, timeout=150)
+    victim = launcher_pid(run_dir)
+    sessions.append(victim)
+    tree = run_processes(sessions=[victim], roots=[victim])
+    table = process_table()
+    assert any("basic.player" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") for pid in tree if pid in table)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal sends to the foreground process group
+    out, _ = process.communicate(timeout=90)
+    assert process.returncode == 130, out[-3000:]
+    assert "interrupted; stopping the launcher, Ray and the players" in out
+    assert not run_processes(sessions=[victim, process.pid], roots=[victim])
+    assert (run_dir / "output" / "failure").read_text() == "interrupted by SIGTERM\n"
