@@ -55,3 +55,12 @@ def test_cli_schema_matches_the_checked_in_editor_schema() -> None:
 def test_cli_usage_error_exits_2() -> None:
     result = CliRunner().invoke(main, ["plan"])
     assert result.exit_code == 2
+
+
+def test_readme_spec_example_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("### The spec\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme.yaml").write_text(example)
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "readme.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "4 sweep points" in result.output
