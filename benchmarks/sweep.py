@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _timing import cold
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,17 +45,10 @@ def sweep_spec(folder: Path, lrs: int, gammas: int, seeds: int, parallel: int = 
     return path
 
 
-def cold(command: list[str], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def submit_jobs(count: int, parallel: int, folder: Path) -> float:
     """Wall time of submitting `count` points (no waiting) to a moto server with `parallel` at once."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from rlrunner import aws
@@ -63,8 +56,6 @@ def submit_jobs(count: int, parallel: int, folder: Path) -> float:
     from rlrunner.loader import load_spec
     from rlrunner.runner import plan
     from rlrunner.sweep import PointResult, SweepPoint, expand, run_points
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -6,24 +6,13 @@ Run: python benchmarks/validate.py [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from _timing import cold
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def timed(command: list[str], repeat: int) -> float:
-    """Median wall seconds of a command over `repeat` cold runs."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -36,9 +25,9 @@ def main() -> None:
         for index in range(200):
             text = seed.replace("name: basic-ppo", f"name: basic-ppo-{index}").replace("lr: 1.0e-4", f"lr: {1e-4 * (1 + index / 100):.6g}")
             (many / f"spec{index:03d}.yaml").write_text(text)
-        bare = timed([sys.executable, "-c", "pass"], args.repeat)
-        one = timed([sys.executable, "-m", "rlrunner.cli", "validate", str(REPO / "experiments" / "basic_ppo.yaml")], args.repeat)
-        two_hundred = timed([sys.executable, "-m", "rlrunner.cli", "validate", str(many)], args.repeat)
+        bare = cold([sys.executable, "-c", "pass"], args.repeat)
+        one = cold([sys.executable, "-m", "rlrunner.cli", "validate", str(REPO / "experiments" / "basic_ppo.yaml")], args.repeat)
+        two_hundred = cold([sys.executable, "-m", "rlrunner.cli", "validate", str(many)], args.repeat)
     print(f"bare python start      {bare:6.3f} s")
     print(f"validate 1 spec        {one:6.3f} s  ({one / bare:4.1f}x bare start; target < 0.5 s)")
     print(f"validate 200 specs     {two_hundred:6.3f} s  ({two_hundred / bare:4.1f}x bare start; target < 3 s)")

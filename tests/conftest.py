@@ -3,19 +3,27 @@
 `moto_server` (session) yields the endpoint URL; `aws_env` (per test) points the AWS SDKs at it with fake
 credentials, turns the SageMaker SDK's telemetry off through its real config switch, creates a bucket and
 resets moto's state around the test. Nothing here talks to anything but the loopback server.
+
+`sessions` collects the session leaders a test starts and fails it if any of their processes outlive it;
+`player_gone` (`assert_player_gone`) checks that a Unity player is reaped and its port free.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from rlrunner.entry.processes import descendants, run_processes, terminate
 
 MOTO_ACCOUNT = "123456789012"
 MOTO_REGION = "us-east-1"
@@ -160,3 +168,37 @@ def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
     return leaks
+
+
+# --- processes and players -------------------------------------------------------------------
+
+
+@pytest.fixture
+def sessions() -> Iterator[list[int]]:
+    """Session leaders a test starts; afterwards nothing of theirs (nor any new child of pytest) may be alive."""
+    leaders: list[int] = []
+    before = descendants([os.getpid()])
+    yield leaders
+    deadline = time.monotonic() + 10
+    while True:
+        left = run_processes(sessions=leaders, roots=leaders) | (descendants([os.getpid()]) - before)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    terminate(left)
+    assert not left, f"processes left behind: {sorted(left)}"
+
+
+def assert_player_gone(pid: int, port: int) -> None:
+    """The player process is reaped and nothing listens on its port any more."""
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def player_gone() -> Callable[[int, int], None]:
+    """``assert_player_gone(pid, port)`` for tests that manage their own players."""
+    return assert_player_gone

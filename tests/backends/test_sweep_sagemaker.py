@@ -22,8 +22,9 @@ POLLS_UNTIL_DONE = 3
 
 
 def test_sweep_on_sagemaker_creates_four_jobs_two_at_a_time_and_retries_throttling(
-    aws_env: AwsTestEnv, runs: Path
-) -> None:  # noqa: F811
+    aws_env: AwsTestEnv,
+    runs: Path,  # noqa: F811  (the fixture imported above)
+) -> None:
     spec, document = load_spec(SWEEP, environ={})
     points = expand(document, spec)
     lock = threading.Lock()

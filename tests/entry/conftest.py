@@ -1,10 +1,8 @@
-"""A scripted BaseEnv (real mlagents step objects, no process) and cleanup checks for real players."""
+"""A scripted BaseEnv (real mlagents step objects, no process) for unit tests of the adapters."""
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -81,21 +79,6 @@ class ScriptedEnv(BaseEnv):  # type: ignore[misc]
     def get_steps(self, behavior_name: str) -> tuple[DecisionSteps, TerminalSteps]:
         assert self._current is not None
         return self._current
-
-
-def assert_player_gone(pid: int, port: int) -> None:
-    """The player process is reaped and nothing listens on its port any more."""
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("127.0.0.1", port))
-
-
-@pytest.fixture
-def player_gone() -> Callable[[int, int], None]:
-    """``assert_player_gone(pid, port)``."""
-    return assert_player_gone
 
 
 def players_of(env: Any) -> tuple[int, int]:
