@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from rlrunner.backends import local
 from rlrunner.cli import main
 from rlrunner.entry.checkpoints import CheckpointStore, read_checkpoint
 from rlrunner.entry.metrics import METRIC_NAMES, parse_metrics_line
-from rlrunner.entry.processes import descendants, process_table, run_processes, terminate
+from rlrunner.entry.processes import process_table, run_processes
 from rlrunner.loader import load_spec
 from rlrunner.runner import plan
 
@@ -41,22 +40,6 @@ FAST = (
     "algorithm.model.fcnet_hiddens=[32]",
     "training.evaluation_episodes=5",
 )
-
-
-@pytest.fixture
-def sessions() -> Iterator[list[int]]:
-    """Session leaders a test starts; afterwards nothing of theirs (nor any new child of pytest) may be alive."""
-    leaders: list[int] = []
-    before = descendants([os.getpid()])
-    yield leaders
-    deadline = time.monotonic() + 10
-    while True:
-        left = run_processes(sessions=leaders, roots=leaders) | (descendants([os.getpid()]) - before)
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    terminate(left)
-    assert not left, f"processes left behind: {sorted(left)}"
 
 
 def planned(spec: Path, *overrides: str) -> tuple[Any, Any, Path]:

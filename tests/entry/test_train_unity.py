@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from rlrunner.entry import train_unity
 from rlrunner.entry.checkpoints import MANIFEST, CheckpointStore, Progress, checkpoint_name
 from rlrunner.entry.custom_module import CustomModuleError, load_module_class
 from rlrunner.entry.metrics import format_metrics_line, metric_definitions, parse_metrics_line
-from rlrunner.entry.processes import descendants, process_table, run_processes, terminate
+from rlrunner.entry.processes import process_table, run_processes
 from rlrunner.loader import load_spec
 from rlrunner.runner import plan
 
@@ -39,22 +38,6 @@ FAST = (
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sessions() -> Iterator[list[int]]:
-    """Session leaders a test starts; afterwards nothing of theirs (nor any new child of pytest) may be alive."""
-    leaders: list[int] = []
-    before = descendants([os.getpid()])
-    yield leaders
-    deadline = time.monotonic() + 10
-    while True:
-        left = run_processes(sessions=leaders, roots=leaders) | (descendants([os.getpid()]) - before)
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    terminate(left)
-    assert not left, f"processes left behind: {sorted(left)}"
 
 
 def launcher_env(tmp_path: Path, spec: Path = BASIC_PPO, overrides: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
