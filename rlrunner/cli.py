@@ -147,7 +147,8 @@ def schema() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in the run directory from its newest complete checkpoint.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: launcher output goes to stderr).")
 @click.option("--wait", is_flag=True, help="SageMaker: follow the job (status, metrics) until it ends, then download its model into the run dir.")
-def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool) -> None:
+@click.option("--hosts", type=click.IntRange(1, 16), default=1, show_default=True, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses.")
+def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool, hosts: int) -> None:
     """Train: locally in a run directory (--local), or as a SageMaker training job."""
     from rlrunner.runner import PlanError
     from rlrunner.runner import plan as make_plan
@@ -159,13 +160,15 @@ def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, 
     except PlanError as error:
         fail(f"{spec}: {error}", EXIT_INVALID)
     if not local:
+        if hosts > 1:
+            fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
         submit_to_sagemaker(job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir)
         return
     from rlrunner.backends.local import LocalRunError, run_local
 
     stream = sys.stderr if output == "json" else sys.stdout
     try:
-        result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream)
+        result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts)
     except LocalRunError as error:
         fail(str(error), error.exit_code)
     if output == "json":
@@ -526,7 +529,8 @@ def sweep(spec: str, overrides: Sequence[str], dry_run: bool, local: bool, max_p
         fail(str(error), EXIT_INVALID)
     if local:
         points = [sweeps.SweepPoint(p.index, p.values, p.spec.model_copy(update={"compute": p.spec.compute.model_copy(update={"instance_type": "local"})})) for p in points]
-    from rlrunner.runner import PlanError, plan as make_plan
+    from rlrunner.runner import PlanError
+    from rlrunner.runner import plan as make_plan
 
     for point in points:  # a point that cannot be planned (too large for the env vars) also stops the sweep early
         try:

@@ -5,6 +5,11 @@ plus what a run keeps: the resolved spec (`spec.yaml`), `spec_hash`, `git_commit
 `metrics.csv`, `launcher.log`, `learning_curve.png` and `evaluation.json`. The launcher
 (`rlrunner/entry/train_unity.py`) runs as SageMaker's toolkit runs it: a script in the code dir,
 the hyperparameters as arguments, the plan's environment variables plus the toolkit's SM_* ones.
+
+With `hosts=N` it emulates an N-instance job: one launcher per host (`algo-1..N`), each with its
+own /opt/ml tree and `current_host` (the head's tree is the run dir itself, the others'
+`hosts/algo-<i>/` inside it), forming one Ray cluster on loopback addresses 127.0.0.2, 127.0.0.3, …
+with a token only this run knows (`rlrunner/entry/cluster.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from rlrunner.schema import ExperimentSpec
 
 RUNS_ROOT = Path("runs")
 CURRENT_HOST = "algo-1"
+HOSTS_DIR = "hosts"
+"""Inside the run dir: the emulated worker hosts' /opt/ml trees."""
+WORKER_EXIT_GRACE_S = 90.0
+"""Seconds emulated worker hosts get to leave the cluster after the head's launcher exited."""
 STOP_GRACE_S = 30.0
 """Seconds the launcher gets to stop Ray and the players after SIGTERM, before SIGKILL."""
 
@@ -179,10 +188,10 @@ def copy_code(run: RunDir, plan: JobPlan) -> None:
         shutil.copytree(source, run.code / source.name, ignore=ignore, dirs_exist_ok=True)
 
 
-def write_input_config(run: RunDir, plan: JobPlan) -> None:
+def write_input_config(run: RunDir, plan: JobPlan, *, host: str = CURRENT_HOST, hosts: tuple[str, ...] = (CURRENT_HOST,)) -> None:
     """input/config/*.json as the platform writes them (hyperparameter values are JSON-encoded strings)."""
     hyperparameters = {key: json.dumps(value) for key, value in plan.estimator.get("hyperparameters", {}).items()}
-    resource = {"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST], "network_interface_name": "lo"}
+    resource = {"current_host": host, "hosts": list(hosts), "network_interface_name": "lo"}
     data_config = {name: {"TrainingInputMode": "File"} for name in plan.fit_inputs or {}}
     for name, content in (
         ("hyperparameters.json", hyperparameters),
@@ -192,7 +201,9 @@ def write_input_config(run: RunDir, plan: JobPlan) -> None:
         (run.input_config / name).write_text(json.dumps(content) + "\n")
 
 
-def container_environment(run: RunDir, plan: JobPlan, *, num_cpus: int, base: Mapping[str, str]) -> dict[str, str]:
+def container_environment(
+    run: RunDir, plan: JobPlan, *, num_cpus: int, base: Mapping[str, str], host: str = CURRENT_HOST, hosts: tuple[str, ...] = (CURRENT_HOST,)
+) -> dict[str, str]:
     """The launcher's environment: `base` (PATH…), the plan's variables, and the toolkit's SM_* variables."""
     root = run.root.resolve()
     channels = {name: str(Path(path).resolve()) for name, path in (plan.fit_inputs or {}).items() if not str(path).startswith("s3://")}
@@ -218,12 +229,12 @@ def container_environment(run: RunDir, plan: JobPlan, *, num_cpus: int, base: Ma
             "SM_CHANNELS": json.dumps(sorted(channels)),
             "SM_HPS": json.dumps(hyperparameters),
             "SM_USER_ARGS": json.dumps(entry_arguments(plan)),
-            "SM_CURRENT_HOST": CURRENT_HOST,
-            "SM_HOSTS": json.dumps([CURRENT_HOST]),
+            "SM_CURRENT_HOST": host,
+            "SM_HOSTS": json.dumps(list(hosts)),
             "SM_NUM_CPUS": str(num_cpus),
             "SM_NUM_GPUS": "0",
             "SM_NETWORK_INTERFACE_NAME": "lo",
-            "SM_RESOURCE_CONFIG": json.dumps({"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST]}),
+            "SM_RESOURCE_CONFIG": json.dumps({"current_host": host, "hosts": list(hosts)}),
             "SM_LOG_LEVEL": "20",
             "PYTHONUNBUFFERED": "1",
             # A source checkout without installation still finds rlrunner (SageMaker's image has it installed).
@@ -411,6 +422,10 @@ class LocalRunResult:
     metrics: dict[str, float] | None = None
     evaluation: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    hosts: dict[str, int | None] | None = None
+    """Emulated multi-host runs: each host's launcher exit status."""
+    cluster: dict[str, Any] | None = None
+    """Emulated multi-host runs: the hosts' addresses, the GCS address and Ray's temp dir."""
 
     def to_json(self) -> dict[str, Any]:
         """The result as `rlrunner run --output json` prints it."""
@@ -418,6 +433,8 @@ class LocalRunResult:
             "run_dir": str(self.run_dir),
             "exit_code": self.exit_code,
             "launcher_exit": self.launcher_exit,
+            "hosts": self.hosts,
+            "cluster": self.cluster,
             "failure": self.failure,
             "metrics": self.metrics,
             "evaluation": None if self.evaluation is None else {k: v for k, v in self.evaluation.items() if k != "returns"},
@@ -456,15 +473,32 @@ def run_local(
     num_cpus: int | None = None,
     environ: Mapping[str, str] | None = None,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    hosts: int = 1,
+    on_host_start: Callable[[str, subprocess.Popen[str]], None] | None = None,
+    cluster_environ: Mapping[str, str] | None = None,
 ) -> LocalRunResult:
-    """Train locally through the container launcher; keep everything in the run dir."""
+    """Train locally through the container launcher; keep everything in the run dir.
+
+    `hosts` > 1 emulates that many instances (see the module docstring); `on_host_start(host,
+    process)` sees every host's launcher start, and `cluster_environ` adds variables to every
+    host's environment (RLRUNNER_CLUSTER_* timeouts, say).
+    """
     from rlrunner.entry.processes import run_processes, terminate
 
     stream = sys.stdout if stream is None else stream
     run = RunDir(run_dir if run_dir is not None else default_run_dir(spec, plan.run_id))
     prepare_run_dir(run, spec, plan, spec_dir=spec_dir, resume=resume)
     cpus = num_cpus or os.cpu_count() or 1
-    env = container_environment(run, plan, num_cpus=cpus, base=os.environ if environ is None else environ)
+    base = os.environ if environ is None else environ
+    host_names = tuple(f"algo-{index}" for index in range(1, hosts + 1))
+    env = container_environment(run, plan, num_cpus=cpus, base=base, host=host_names[0], hosts=host_names)
+    emulation = EmulatedHosts.start(run, plan, host_names, num_cpus=cpus, base=base, extra=cluster_environ or {}) if hosts > 1 else None
+    if emulation is not None:
+        write_input_config(run, plan, host=host_names[0], hosts=host_names)
+        env.update(emulation.environment)
+        if on_host_start is not None:
+            for host, worker in emulation.processes.items():
+                on_host_start(host, worker)
     table = MetricsTable(run.file(METRICS_FILE))
     unit, total = progress_target(spec)
     show_bar = stream.isatty() if bar is None else bar
@@ -487,6 +521,8 @@ def run_local(
         record_launcher(run, process.pid)
         if on_start is not None:
             on_start(process)
+        if on_host_start is not None:
+            on_host_start(host_names[0], process)
         interrupted = False
         try:
             assert process.stdout is not None
@@ -517,11 +553,22 @@ def run_local(
                 process.stdout.close()
             # The launcher's session (Ray), what hangs below it (players have their own sessions), and
             # players logging into this run dir (one orphaned by a crashed Ray worker); nothing else.
+            launchers = [process.pid]
+            if emulation is not None:
+                emulation.finish(progress.line, interrupted=interrupted)
+                launchers += [worker.pid for worker in emulation.processes.values()]
             player_logs = f"-logFile\0{(run.output_data / 'players').resolve()}"
-            leftovers = run_processes(sessions=[process.pid], roots=[process.pid], mention=player_logs)
+            leftovers = run_processes(sessions=launchers, roots=launchers, mention=player_logs)
+            for mark in emulation.marks if emulation is not None else ():
+                leftovers |= run_processes(mention=mark)
             if leftovers:
                 terminate(leftovers)
+            if emulation is not None:
+                emulation.remove_secrets()
     result = LocalRunResult(run_dir=run.root, exit_code=EXIT_INTERRUPTED if interrupted else map_exit(code), launcher_exit=code)
+    if emulation is not None:
+        result.hosts = {host_names[0]: code, **emulation.exits}
+        result.cluster = emulation.description
     result.metrics = table.last
     if run.failure.is_file():
         result.failure = run.failure.read_text().strip() or None
@@ -545,6 +592,99 @@ def run_local(
     }
     finish_record(run, result, time.monotonic() - started, first_iteration_s)
     return result
+
+
+@dataclass
+class EmulatedHosts:
+    """The worker hosts of an emulated multi-host run: their launchers, and what the cluster shares."""
+
+    run: RunDir
+    environment: dict[str, str]
+    """Cluster variables every host gets (addresses, ports, Ray temp dir, token file)."""
+    temp_dir: Path
+    token: Path
+    processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    exits: dict[str, int | None] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls, run: RunDir, plan: JobPlan, hosts: tuple[str, ...], *, num_cpus: int, base: Mapping[str, str], extra: Mapping[str, str]
+    ) -> EmulatedHosts:
+        """Lay out the worker hosts' trees, make the cluster's token, and start their launchers."""
+        import secrets
+        import tempfile
+
+        from rlrunner.entry.cluster import emulation_environment
+
+        # Ray's Unix sockets live under its temp dir: keep its path short (a socket path has 107 bytes).
+        temp_dir = Path(tempfile.mkdtemp(prefix="rlr-", dir="/tmp"))
+        token = run.root.resolve() / ".ray_auth_token"
+        token.touch(mode=0o600)
+        token.write_text(secrets.token_hex(32))
+        environment = emulation_environment(
+            hosts, port=_free_port(), client_server_port=_free_port(), temp_dir=str(temp_dir), token_path=str(token)
+        )
+        environment.update(extra)
+        emulation = cls(run, environment, temp_dir, token)
+        try:
+            for host in hosts[1:]:
+                tree = RunDir(run.root / HOSTS_DIR / host)
+                for folder in (tree.input_config, tree.model, tree.output_data, tree.checkpoints):
+                    folder.mkdir(parents=True, exist_ok=True)
+                copy_code(tree, plan)
+                write_input_config(tree, plan, host=host, hosts=hosts)
+                env = container_environment(tree, plan, num_cpus=num_cpus, base=base, host=host, hosts=hosts)
+                env.update(environment)
+                with open(tree.file(LOG_FILE), "a") as log:
+                    emulation.processes[host] = subprocess.Popen(
+                        launcher_command(tree, plan), cwd=tree.code, env=env, stdout=log, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                    )  # fmt: skip
+        except BaseException:
+            emulation.finish(lambda _line: None, interrupted=True)
+            emulation.remove_secrets()
+            raise
+        return emulation
+
+    def finish(self, report: Callable[[str], None], *, interrupted: bool) -> None:
+        """After the head's launcher exited: give the workers time to leave the cluster, then stop them."""
+        deadline = time.monotonic() + (0.0 if interrupted else WORKER_EXIT_GRACE_S)
+        for host, process in self.processes.items():
+            try:
+                code: int | None = process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                code = stop_launcher(process)
+            self.exits[host] = code
+            if code != 0:
+                report(f"rlrunner: host {host} exited with {code} (log: {RunDir(self.run.root / HOSTS_DIR / host).file(LOG_FILE)})")
+
+    @property
+    def description(self) -> dict[str, Any]:
+        """Where the cluster lived: host addresses, the head's GCS address, Ray's temp dir."""
+        from rlrunner.entry.cluster import HOST_ADDRESSES_VAR, PORT_VAR
+
+        addresses = json.loads(self.environment[HOST_ADDRESSES_VAR])
+        head = addresses[min(addresses)]
+        return {"addresses": addresses, "address": f"{head}:{self.environment[PORT_VAR]}", "ray_temp_dir": str(self.temp_dir)}
+
+    @property
+    def marks(self) -> tuple[str, ...]:
+        """What the command line of every Ray process of this cluster contains (to find ones a killed launcher orphaned)."""
+        return (self.description["ray_temp_dir"], self.description["address"])
+
+    def remove_secrets(self) -> None:
+        """The token and Ray's temp dir (sockets, session logs) are worth nothing after the run."""
+        self.token.unlink(missing_ok=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    # Ray's GCS listens on every interface, so the port must be free on all of them.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("", 0))
+        return int(probe.getsockname()[1])
 
 
 def stop_launcher(process: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> int:
@@ -612,6 +752,8 @@ def finish_record(run: RunDir, result: LocalRunResult, wall_s: float, first_iter
             "first_iteration_s": None if first_iteration_s is None else round(first_iteration_s, 3),
             "exit_code": result.exit_code,
             "launcher_exit": result.launcher_exit,
+            "hosts": result.hosts,
+            "cluster": result.cluster,
             "failure": result.failure,
             "metrics": result.metrics,
             "evaluation": None if result.evaluation is None else {k: v for k, v in result.evaluation.items() if k != "returns"},

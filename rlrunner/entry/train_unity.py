@@ -15,6 +15,11 @@ Paths follow SageMaker's container contract; each can be redirected (the local b
 RLRUNNER_OPT_ML (instead of /opt/ml), SM_MODEL_DIR, SM_OUTPUT_DIR, SM_OUTPUT_DATA_DIR,
 SM_INPUT_CONFIG_DIR, SM_CHANNEL_<NAME>, RLRUNNER_CHECKPOINT_DIR (default <opt_ml>/checkpoints),
 RLRUNNER_CODE_DIR (default <opt_ml>/code: the folder that holds the experiment's source dir).
+
+With several hosts (resourceconfig.json, SM_HOSTS) every host runs this launcher: the first one
+trains as the driver of one Ray cluster formed from all hosts, the others lend it their Ray node
+and exit when it is done (`rlrunner/entry/cluster.py`; its RLRUNNER_RAY_* and RLRUNNER_CLUSTER_*
+variables, and Ray's RAY_AUTH_TOKEN(_PATH), are read here too).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from rlrunner.entry.checkpoints import CheckpointStore, Progress
+from rlrunner.entry.cluster import CLUSTER_VARIABLES, HeadCluster
 from rlrunner.entry.codec import HEADER_KEY, CodecError, decode_experiment_env
 from rlrunner.entry.metrics import format_metrics_line
 from rlrunner.entry.processes import become_subreaper, stop_descendants
@@ -78,6 +84,7 @@ class ContainerEnv:
     hosts: tuple[str, ...]
     current_host: str
     experiment_vars: dict[str, str] = field(repr=False)
+    cluster_vars: dict[str, str] = field(default_factory=dict, repr=False)
     run_id: str | None = None
     log_level: str = "WARNING"
 
@@ -116,6 +123,7 @@ def read_container_env(environ: Mapping[str, str], *, cpu_count: int | None = No
         hosts=tuple(str(h) for h in hosts),
         current_host=current_host,
         experiment_vars={k: v for k, v in environ.items() if k.startswith(HEADER_KEY)},
+        cluster_vars={k: v for k, v in environ.items() if k in CLUSTER_VARIABLES},
         run_id=environ.get("RLRUNNER_RUN_ID"),
         log_level=environ.get("RLRUNNER_LOG_LEVEL", "WARNING").upper(),
     )
@@ -308,9 +316,7 @@ def configure_ray_environment() -> None:
 
 def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
     """A single-node Ray on 127.0.0.1 without the dashboard; workers inherit the source dir on PYTHONPATH."""
-    if source_dir is not None:
-        path = os.environ.get("PYTHONPATH", "")
-        os.environ["PYTHONPATH"] = f"{source_dir}{os.pathsep}{path}" if path else str(source_dir)
+    add_to_python_path(source_dir)
     import logging
 
     import ray
@@ -328,6 +334,13 @@ def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None
     except Exception as error:
         raise LaunchError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}", EXIT_INFRA) from None
     install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
+
+
+def add_to_python_path(source_dir: Path | None) -> None:
+    """Put the experiment's source dir on PYTHONPATH (Ray workers started after this import from it)."""
+    if source_dir is not None:
+        path = os.environ.get("PYTHONPATH", "")
+        os.environ["PYTHONPATH"] = f"{source_dir}{os.pathsep}{path}" if path else str(source_dir)
 
 
 @dataclass
@@ -379,17 +392,21 @@ def log(message: str) -> None:
     print(f"rlrunner: {message}", flush=True)
 
 
-def train(env: ContainerEnv, experiment: Any) -> Path:
-    """Build the algorithm, resume, train to a stop criterion, checkpoint; return the final checkpoint."""
+def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None) -> Path:
+    """Build the algorithm, resume, train to a stop criterion, checkpoint; return the final checkpoint.
+
+    `cluster`: the formed multi-host cluster to train on, instead of a single-node Ray on this host.
+    """
     from rlrunner.entry import algorithm as algo_config
 
+    num_cpus = env.num_cpus if cluster is None else cluster.num_cpus
     module_class = load_custom_module(env, experiment)
     env_config = algo_config.env_config(experiment, log_dir=str(env.player_log_dir))
     observation_space, action_space = probe_environment(env_config)
     try:
         algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
-            experiment, num_cpus=env.num_cpus, env_config=env_config, module_class=module_class
+            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class
         )
     except algo_config.AlgorithmSetupError as error:
         raise LaunchError(str(error), EXIT_INVALID) from None
@@ -397,6 +414,10 @@ def train(env: ContainerEnv, experiment: Any) -> Path:
         raise LaunchError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}", EXIT_INVALID) from None
     config.environment(observation_space=observation_space, action_space=action_space)
     config.debugging(log_level=env.log_level)
+    if cluster is not None:
+        from rlrunner.entry.cluster import configure_algorithm
+
+        configure_algorithm(config)
     try:
         config.validate()
     except Exception as error:
@@ -404,17 +425,25 @@ def train(env: ContainerEnv, experiment: Any) -> Path:
     _check_rl_module(config, observation_space, action_space, experiment)
 
     runners = config.num_env_runners
-    start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)), source_dir_of(env, experiment))
+    if cluster is None:
+        start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)), source_dir_of(env, experiment))
+    else:
+        cluster.connect()
     from ray.tune.registry import register_env
 
     from rlrunner.entry.unity_env import make_unity_env
 
     register_env(algo_config.ENV_NAME, make_unity_env)
-    log(f"building {experiment.algorithm.name} with {runners} env runner(s) on {env.num_cpus} CPU(s)")
+    log(f"building {experiment.algorithm.name} with {runners} env runner(s) on {num_cpus} CPU(s)")
     try:
         algo = config.build_algo()
     except Exception as error:
         raise LaunchError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}", EXIT_FAILED) from None
+    if cluster is not None:
+        try:
+            cluster.record_env_runners(algo)
+        except Exception as error:  # only a report: training goes on
+            log(f"warning: could not locate the env runners: {_one_line(error)}")
     try:
         return _train_loop(env, experiment, algo)
     finally:
@@ -512,16 +541,42 @@ def run(env: ContainerEnv, args: argparse.Namespace) -> int:
         print(json.dumps(experiment.to_data(), indent=2, sort_keys=True))
         return EXIT_OK
     if len(env.hosts) > 1:
-        raise LaunchError(
-            f"compute.instance_count: {len(env.hosts)} hosts ({', '.join(env.hosts)}); this launcher trains on one "
-            "host only (forming a Ray cluster across hosts is not implemented yet)",
-            EXIT_INVALID,
-        )
+        return run_cluster_host(env, experiment)
     log(f"run {experiment.run_id}: {experiment.algorithm.name} on {experiment.environment.name or experiment.environment.binary}")
     for folder in (env.model_dir, env.output_data_dir, env.checkpoint_dir):
         folder.mkdir(parents=True, exist_ok=True)
     checkpoint = train(env, experiment)
     _shutdown_ray()
+    export(env, experiment, checkpoint, action_postprocessing(experiment))
+    return EXIT_OK
+
+
+def run_cluster_host(env: ContainerEnv, experiment: Any) -> int:
+    """One host of a multi-host job: the head trains on a Ray cluster of every host, the others lend it their node."""
+    from rlrunner.entry import cluster
+
+    try:
+        settings = cluster.read_cluster_settings(env.cluster_vars)
+        plan = cluster.plan_cluster(env.hosts, env.current_host, settings)
+    except cluster.ClusterError as error:
+        raise LaunchError(f"compute.instance_count: {error}", EXIT_INFRA) from None
+    cluster.configure_process(settings)  # undoes the single-host loopback-only mode, before ray is imported
+    add_to_python_path(source_dir_of(env, experiment))  # every host's Ray workers may import the custom module
+    cpus = cluster.node_cpus(env.num_cpus, experiment.training.env_runners, len(plan.hosts))
+    for folder in (env.model_dir, env.output_data_dir, env.checkpoint_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if not plan.is_head:
+            status = cluster.run_worker_host(plan, settings, num_cpus=cpus, num_gpus=env.num_gpus, log_dir=env.output_data_dir)
+            log(f"{env.current_host} done (the head reported: {status})")
+            return EXIT_OK
+        log(f"run {experiment.run_id}: {experiment.algorithm.name} on {len(plan.hosts)} hosts ({', '.join(plan.hosts)})")
+        with cluster.head_cluster(
+            plan, settings, num_cpus=cpus, num_gpus=env.num_gpus, log_dir=env.output_data_dir, record_dir=env.output_data_dir
+        ) as head:
+            checkpoint = train(env, experiment, cluster=head)
+    except cluster.ClusterError as error:
+        raise LaunchError(f"Ray cluster ({env.current_host}): {error}", EXIT_INFRA) from None
     export(env, experiment, checkpoint, action_postprocessing(experiment))
     return EXIT_OK
 
