@@ -94,8 +94,8 @@ def validate(paths: Sequence[str], output: str) -> None:
     else:
         for result in results:
             if result["valid"]:
-                points = f", {result['points']} sweep points" if result["points"] > 1 else ""
-                click.echo(f"ok   {result['path']} (run id {result['run_id']}{points})")
+                detail = f", {result['points']} sweep points" if result["points"] > 1 else ""
+                click.echo(f"ok   {result['path']} (run id {result['run_id']}{detail})")
             for problem in result["problems"]:
                 click.echo(problem, err=True)
     if not all(result["valid"] for result in results):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import tarfile
@@ -25,6 +26,7 @@ from typing import Any
 
 from rlrunner import aws
 from rlrunner.aws import AwsContext, AwsError, aws_errors, error_code
+from rlrunner.entry.codec import MAX_ENV_VARS
 from rlrunner.entry.metrics import parse_metrics_line
 from rlrunner.runner import JobPlan
 from rlrunner.schema import RESERVED_TAG_PREFIX, ExperimentSpec
@@ -135,6 +137,10 @@ def resolve_estimator_kwargs(
     kwargs["output_path"] = planned.get("output_path") or f"s3://{bucket}/"
     if planned.get("use_spot_instances") and not planned.get("checkpoint_s3_uri"):
         kwargs["checkpoint_s3_uri"] = f"s3://{bucket}/{CHECKPOINT_PREFIX}/{job_name}/"
+    environment = dict(planned.get("environment") or {})
+    if planned.get("instance_count", 1) > 1 and "RAY_AUTH_TOKEN" not in environment and len(environment) < MAX_ENV_VARS:
+        # The hosts' Ray nodes listen on the VPC: a token per job keeps other machines out of the cluster.
+        kwargs["environment"] = {**environment, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     return kwargs
 
 
