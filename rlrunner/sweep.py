@@ -15,7 +15,6 @@ import json
 import math
 import random
 import statistics
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -209,8 +208,6 @@ def run_points(
             report(point, done)
         else:
             pending.append(point)
-    lock = threading.Lock()
-
     def guarded(point: SweepPoint) -> PointResult:
         try:
             return launch(point)
@@ -227,10 +224,8 @@ def run_points(
             done_futures, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done_futures:
                 point = running.pop(future)
-                result = future.result()
-                with lock:
-                    results[point.index] = result
-                    report(point, result)
+                results[point.index] = future.result()  # reported here, in the calling thread, as each ends
+                report(point, results[point.index])
     return [results[point.index] for point in points]
 
 
