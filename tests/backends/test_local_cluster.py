@@ -113,6 +113,22 @@ class Hosts:
         self._sessions.append(process.pid)
 
 
+def run_two_hosts(
+    spec: Any, job: Any, spec_dir: Path, run_dir: Path, hosts: Hosts, during: Callable[[], None], *,
+    join_s: float = 30, cluster_environ: dict[str, str] | None = None,
+) -> tuple[Any, str]:
+    """`run_local` with 2 emulated hosts while `during` runs in a background thread; (result, output)."""
+    thread = threading.Thread(target=during, daemon=True)
+    thread.start()
+    stream = io.StringIO()
+    extra = {"cluster_environ": cluster_environ} if cluster_environ else {}
+    result = local.run_local(
+        spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, num_cpus=CPUS_PER_HOST, hosts=2, on_host_start=hosts, **extra
+    )  # fmt: skip
+    thread.join(timeout=join_s)
+    return result, stream.getvalue()
+
+
 # mlagents-envs 0.28 checks the protocol version with distutils' StrictVersion (see test_local.py).
 pytestmark = pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
 
@@ -129,14 +145,7 @@ def test_two_hosts_train_basic_on_one_ray_cluster(tmp_path: Path, sessions: list
         tree = run_processes(sessions=list(hosts.pids.values()), roots=list(hosts.pids.values()))
         seen["connections"] = tcp_connections(tree)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    stream = io.StringIO()
-    result = local.run_local(
-        spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, num_cpus=CPUS_PER_HOST, hosts=2, on_host_start=hosts
-    )
-    watcher.join(timeout=30)
-    output = stream.getvalue()
+    result, output = run_two_hosts(spec, job, spec_dir, run_dir, hosts, watch)
     assert result.exit_code == 0, output[-4000:]
     assert result.hosts == {"algo-1": 0, "algo-2": 0}
 
@@ -186,14 +195,7 @@ def test_losing_the_worker_host_mid_run_does_not_fail_training(tmp_path: Path, s
         killed["iteration"] = metrics_rows(run_dir)
         killed["victims"] = kill_host(hosts.pids["algo-2"])
 
-    killer = threading.Thread(target=kill_worker_after_first_iteration, daemon=True)
-    killer.start()
-    stream = io.StringIO()
-    result = local.run_local(
-        spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, num_cpus=CPUS_PER_HOST, hosts=2, on_host_start=hosts
-    )
-    killer.join(timeout=30)
-    output = stream.getvalue()
+    result, output = run_two_hosts(spec, job, spec_dir, run_dir, hosts, kill_worker_after_first_iteration)
     assert killed.get("iteration", 0) >= 1 and len(killed["victims"]) > 3, killed  # launcher, ray start, raylet, workers, players
     assert result.exit_code == 0, output[-4000:]
     assert result.hosts == {"algo-1": 0, "algo-2": -signal.SIGKILL}
@@ -220,15 +222,11 @@ def test_worker_host_exits_non_zero_soon_after_the_head_dies(tmp_path: Path, ses
         wait_until(lambda: not alive(hosts.pids["algo-2"]), head_timeout_s + 60, "worker host exit")
         timing["worker_exited"] = time.monotonic()
 
-    killer = threading.Thread(target=kill_head_then_time_the_worker, daemon=True)
-    killer.start()
-    stream = io.StringIO()
-    result = local.run_local(
-        spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, num_cpus=CPUS_PER_HOST, hosts=2, on_host_start=hosts,
-        cluster_environ={"RLRUNNER_CLUSTER_HEAD_TIMEOUT_S": str(head_timeout_s)},
+    result, output = run_two_hosts(
+        spec, job, spec_dir, run_dir, hosts, kill_head_then_time_the_worker,
+        join_s=90, cluster_environ={"RLRUNNER_CLUSTER_HEAD_TIMEOUT_S": str(head_timeout_s)},
     )  # fmt: skip
-    killer.join(timeout=90)
-    assert "worker_exited" in timing, stream.getvalue()[-4000:]
+    assert "worker_exited" in timing, output[-4000:]
     took = timing["worker_exited"] - timing["killed"]
     print(f"worker host exited {took:.1f} s after the head was killed (head timeout {head_timeout_s:g} s)")
     assert head_timeout_s <= took < head_timeout_s + 30, took  # + one 5 s GCS call and stopping the node
