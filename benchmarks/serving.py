@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from rlrunner.entry.evaluate import locate_model_dir
-from rlrunner.entry.policy import OnnxPolicy
+from rlrunner.contract.model_dir import locate_model_dir
+from rlrunner.policy import OnnxPolicy
 from rlrunner.serving import protocol
 
 READY = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
@@ -263,7 +263,7 @@ def main() -> None:
             model_dir = synthetic_model_dir(Path(scratch) / "model")
             model = "synthetic Basic policy, 20→256→256→3 tanh (RLlib's default PPO network)"
         else:
-            model_dir, _ = locate_model_dir(args.model)
+            model_dir = locate_model_dir(Path(args.model))
             model = f"`{args.model}`"
         rows = run(model_dir, requests=args.requests, seconds=args.seconds)
     command = "python benchmarks/serving.py" + "".join(f" {a}" for a in sys.argv[1:] if not a.startswith("--write") and a != str(args.write))

@@ -163,9 +163,9 @@ def run_plain(spec: Path, seed: int, threshold: float, max_steps: int) -> dict[s
 
 def run_rlrunner(spec: Path, seed: int, threshold: float, workdir: Path) -> dict[str, Any]:
     """`rlrunner run --local`; every iteration's checkpoint is evaluated afterwards."""
-    from rlrunner.entry.checkpoints import CheckpointStore
+    from rlrunner.contract.checkpoints import CheckpointStore
+    from rlrunner.contract.metrics import parse_metrics_line
     from rlrunner.entry.export import load_rl_module
-    from rlrunner.entry.metrics import parse_metrics_line
 
     run_dir = workdir / f"rlrunner-seed{seed}"
     command = [

@@ -19,10 +19,19 @@ from typing import Any
 import grpc
 import numpy as np
 
-from rlrunner.entry.unity_env import UnityGymEnv, UnityVectorEnv, make_unity_env
+from rlrunner.entry.unity_env import make_unity_env, unity_env_config
+from rlrunner.envs import resolve_environment
+from rlrunner.schema import EnvironmentSpec
+from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 
 METHOD = "/bench.Echo/Call"
-CONFIG: dict[str, Any] = {"name": "Basic", "num_areas": 1, "base_port": 7800, "timeout_s": 30.0}
+ENVIRONMENT = EnvironmentSpec(name="Basic", num_areas=1, base_port=7800, timeout_s=30.0)
+
+
+def basic_config(num_areas: int = 1) -> dict[str, Any]:
+    """The env config of the bundled Basic player with ``num_areas`` areas."""
+    environment = ENVIRONMENT.model_copy(update={"num_areas": num_areas})
+    return unity_env_config(environment, resolve_environment("Basic"), seed=None, log_dir=None)
 
 _CLIENT = """
 import sys, time, grpc
@@ -56,7 +65,7 @@ def bare_grpc_rate(seconds: float) -> float:
 
 def single_area_rate(seconds: float) -> float:
     """Environment steps per second of one UnityGymEnv (always-right policy, resets included)."""
-    env = make_unity_env(CONFIG)
+    env = make_unity_env(basic_config())
     assert isinstance(env, UnityGymEnv)
     try:
         env.reset()
@@ -75,7 +84,7 @@ def single_area_rate(seconds: float) -> float:
 
 def areas_rate(areas: int, seconds: float) -> float:
     """Environment steps per second of one UnityVectorEnv with ``areas`` areas."""
-    env = make_unity_env({**CONFIG, "num_areas": areas})
+    env = make_unity_env(basic_config(areas))
     assert isinstance(env, UnityVectorEnv)
     actions = np.full(areas, 2)
     try:

@@ -1,4 +1,4 @@
-"""AWS at the edge: one place that makes boto3 and SageMaker sessions and turns AWS failures into one-line errors.
+"""AWS at the edge: sessions, one-line errors, and the S3, ECR, IAM and bucket helpers every AWS command shares.
 
 Credentials, region and endpoint come from the usual AWS configuration (profiles, `AWS_*` variables,
 `AWS_ENDPOINT_URL`). Every client retries throttling with botocore's standard (or `AWS_RETRY_MODE`) backoff.
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from rlrunner.contract.errors import InfrastructureError
 
 if TYPE_CHECKING:
     import boto3
@@ -31,7 +34,7 @@ THROTTLING_CODES = frozenset(
 )
 
 
-class AwsError(RuntimeError):
+class AwsError(InfrastructureError):
     """An AWS failure as one line, where first then what; the CLI exits 4 (infrastructure)."""
 
 
@@ -230,3 +233,110 @@ def aws_errors(where: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as error:
         raise AwsError(f"{where}: {describe_error(error)}") from error
+
+
+# --- S3 URIs, ECR images, roles, buckets ------------------------------------------------------------
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` as (bucket, key)."""
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
+    if not match:
+        raise ValueError(f"not an S3 URI: {uri!r}")
+    return match.group(1), match.group(2)
+
+
+def ecr_domain(region: str) -> str:
+    """The DNS suffix of ECR registries in `region`."""
+    return "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+
+
+def expand_image(image: str, account: str, region: str) -> str:
+    """A bare `name:tag` becomes `<account>.dkr.ecr.<region>.amazonaws.com/name:tag`; a full URI is kept."""
+    if "/" in image:
+        return image
+    return f"{account}.dkr.ecr.{region}.{ecr_domain(region)}/{image}"
+
+
+def role_from_identity(arn: str) -> str | None:
+    """The IAM role behind an STS identity ARN (an assumed role), or None for users and root."""
+    match = re.fullmatch(r"arn:(aws[a-z\-]*):sts::(\d{12}):assumed-role/([^/]+)/.+", arn)
+    if match:
+        return f"arn:{match.group(1)}:iam::{match.group(2)}:role/{match.group(3)}"
+    if re.fullmatch(r"arn:aws[a-z\-]*:iam::\d{12}:role/.+", arn):
+        return arn
+    return None
+
+
+def default_bucket_name(region: str, account: str) -> str:
+    """The SDK's default bucket name: `sagemaker-<region>-<account>`."""
+    return f"sagemaker-{region}-{account}"
+
+
+def resolve_role(ctx: AwsContext, planned: str | None) -> str:
+    """The planned role (compute.role or $SAGEMAKER_ROLE), else the role of the current identity."""
+    if planned:
+        return planned
+    # sagemaker.get_execution_role() would do the same but talks to the public STS endpoint directly,
+    # ignoring AWS_ENDPOINT_URL / VPC endpoints; this asks through the configured client.
+    arn = ctx.caller_arn
+    role = role_from_identity(arn)
+    if role is None:
+        raise AwsError(
+            f"compute.role: no IAM role for the training job: set compute.role in the spec or $SAGEMAKER_ROLE "
+            f"(the current AWS identity {arn} is not a role)"
+        )
+    return role
+
+
+def check_bucket(s3: Any, bucket: str, what: str) -> None:
+    """AwsError unless `bucket` exists and is reachable."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = error_code(error)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise AwsError(f"{what}: bucket {bucket} does not exist") from None
+        if code in ("403", "AccessDenied", "Forbidden"):
+            raise AwsError(f"{what}: access to bucket {bucket} is denied") from None
+        raise AwsError(f"{what}: bucket {bucket}: {describe_error(error)}") from None
+    except Exception as error:
+        raise AwsError(f"{what}: bucket {bucket}: {describe_error(error)}") from None
+
+
+def check_s3_object(s3: Any, uri: str, what: str) -> None:
+    """AwsError unless the S3 object exists (its bucket too)."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = parse_s3_uri(uri)
+    check_bucket(s3, bucket, what)
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+            raise AwsError(f"{what}: {uri} does not exist") from None
+        raise AwsError(f"{what}: {uri}: {describe_error(error)}") from None
+
+
+def ensure_default_bucket(ctx: AwsContext) -> str:
+    """The SDK config's DefaultS3Bucket, else `sagemaker-<region>-<account>`, created if missing."""
+    from botocore.exceptions import ClientError
+
+    configured = config_value(ctx.sdk_config, DEFAULT_BUCKET_CONFIG_PATH)
+    bucket = str(configured) if configured else default_bucket_name(ctx.region, ctx.account_id)
+    s3 = ctx.client("s3")
+    owner = {} if configured else {"ExpectedBucketOwner": ctx.account_id}  # a same-named bucket of another account
+    try:
+        s3.head_bucket(Bucket=bucket, **owner)
+        return bucket
+    except ClientError as error:
+        if error_code(error) in ("403", "AccessDenied", "Forbidden"):
+            raise AwsError(f"default bucket {bucket}: exists but is not yours or not accessible; set compute.output_path") from None
+        if error_code(error) not in ("404", "NoSuchBucket", "NotFound"):
+            raise AwsError(f"default bucket {bucket}: {describe_error(error)}") from None
+    with aws_errors(f"default bucket {bucket}: create"):
+        location = {} if ctx.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": ctx.region}}
+        s3.create_bucket(Bucket=bucket, **location)
+    return bucket

@@ -1,43 +1,47 @@
 """The `rlrunner` command line: one thin function per command.
 
-Exit codes: 0 success, 2 usage error, 3 invalid spec, 4 infrastructure failure (AWS, Ray, player),
-5 a run or a sweep point failed. `validate`, `plan` and `schema` never import ray, torch or sagemaker.
+Exit codes (`rlrunner.contract.errors`): 0 success, 2 usage error, 3 invalid spec, 4 infrastructure
+failure (AWS, Docker, Ray, player), 5 a run or a sweep point failed. Every user-facing failure is an
+`RlrunnerError`, mapped to its message and exit code in one place (`Commands.invoke`).
+`validate`, `plan` and `schema` never import ray, torch or sagemaker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-EXIT_USAGE = 2
-EXIT_INVALID = 3
-EXIT_INFRA = 4
-EXIT_FAILED = 5
+from rlrunner.contract.errors import EXIT_FAILED, EXIT_INVALID, EXIT_USAGE, RlrunnerError
+
+if TYPE_CHECKING:
+    from rlrunner.loader import Document
+    from rlrunner.runner import JobPlan
+    from rlrunner.schema import ExperimentSpec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
-class CommandError(click.ClickException):
-    """A failure reported as one clear message and an exit code, without a traceback."""
+class Commands(click.Group):
+    """The command group: an `RlrunnerError` from any command becomes its message (stderr) and its exit code."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.format_message(), err=True)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RlrunnerError as error:
+            click.echo(str(error), err=True)
+            ctx.exit(error.exit_code)
 
 
 def fail(message: str, exit_code: int) -> NoReturn:
     """Stop the command with a message and an exit code."""
-    raise CommandError(message, exit_code)
+    raise RlrunnerError(message, exit_code=exit_code)
 
 
 def emit_json(data: Any) -> None:
@@ -55,17 +59,24 @@ def spec_files(paths: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def load_or_exit(spec: str, overrides: Sequence[str] = ()) -> tuple[Any, Any]:
-    """Load and validate a spec, or exit 3 with every problem located."""
-    from rlrunner.loader import SpecError, load_spec
+def load_or_exit(spec: str, overrides: Sequence[str] = ()) -> tuple[ExperimentSpec, Document]:
+    """Load and validate a spec (a SpecError, exit 3, locates every problem)."""
+    from rlrunner.loader import load_spec
+
+    return load_spec(spec, overrides)
+
+
+def plan_or_exit(spec: str, experiment_spec: ExperimentSpec, document: Document, *, local: bool) -> JobPlan:
+    """The spec's plan; a spec too large for SageMaker's limits is an invalid spec, blamed on its file."""
+    from rlrunner.runner import PlanError, plan
 
     try:
-        return load_spec(spec, overrides)
-    except SpecError as error:
-        fail(str(error), EXIT_INVALID)
+        return plan(experiment_spec, spec_dir=document.base_dir, local=local, environ=os.environ)
+    except PlanError as error:
+        fail(f"{spec}: {error}", EXIT_INVALID)
 
 
-@click.group()
+@click.group(cls=Commands)
 @click.version_option(package_name="rlrunner")
 def main() -> None:
     """Train Unity ML-Agents environments with Ray RLlib from a YAML spec, locally or on SageMaker."""
@@ -109,14 +120,8 @@ def validate(paths: Sequence[str], output: str) -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def plan(spec: str, overrides: Sequence[str], local: bool, output: str) -> None:
     """Show what a run would submit: estimator arguments, environment, fit inputs, experiment."""
-    from rlrunner.runner import PlanError
-    from rlrunner.runner import plan as make_plan
-
     experiment_spec, document = load_or_exit(spec, overrides)
-    try:
-        job = make_plan(experiment_spec, spec_dir=document.base_dir, local=local, environ=os.environ)
-    except PlanError as error:
-        fail(f"{spec}: {error}", EXIT_INVALID)
+    job = plan_or_exit(spec, experiment_spec, document, local=local)
     if output == "json":
         emit_json(job.to_json())
         return
@@ -150,27 +155,20 @@ def schema() -> None:
 @click.option("--hosts", type=click.IntRange(1, 16), default=1, show_default=True, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses.")
 def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool, hosts: int) -> None:
     """Train: locally in a run directory (--local), or as a SageMaker training job."""
-    from rlrunner.runner import PlanError
-    from rlrunner.runner import plan as make_plan
-
     experiment_spec, document = load_or_exit(spec, overrides)
     local = local or experiment_spec.compute.is_local
-    try:
-        job = make_plan(experiment_spec, spec_dir=document.base_dir, local=local, environ=os.environ)
-    except PlanError as error:
-        fail(f"{spec}: {error}", EXIT_INVALID)
+    if local:
+        experiment_spec = experiment_spec.on_this_machine()
+    job = plan_or_exit(spec, experiment_spec, document, local=local)
     if not local:
         if hosts > 1:
             fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
         submit_to_sagemaker(job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir)
         return
-    from rlrunner.backends.local import LocalRunError, run_local
+    from rlrunner.backends.local import run_local
 
     stream = sys.stderr if output == "json" else sys.stdout
-    try:
-        result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts)
-    except LocalRunError as error:
-        fail(str(error), error.exit_code)
+    result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts)
     if output == "json":
         emit_json({"run_id": job.run_id, **result.to_json()})
     elif result.exit_code == 0:
@@ -184,20 +182,16 @@ def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, 
 
 
 def submit_to_sagemaker(
-    job: Any, spec: Any, *, run_dir: Path | None, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path(".")
+    job: JobPlan, spec: ExperimentSpec, *, run_dir: Path | None, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path(".")
 ) -> None:
     """Hand a non-local run to the SageMaker backend (imported only here: it needs the SDK)."""
-    try:
-        from rlrunner.backends import sagemaker
-    except ImportError as error:
-        fail(f"SageMaker submission is handled by rlrunner.backends.sagemaker, which cannot be imported: {error}", EXIT_INFRA)
-    from rlrunner.backends.local import default_run_dir
+    from rlrunner.backends import sagemaker
+    from rlrunner.contract.run_dir import default_run_dir
 
-    with aws_failures():
-        submitted = sagemaker.submit(
-            job, spec, run_dir=run_dir or default_run_dir(spec, job.run_id), spec_dir=spec_dir, resume=resume, wait=wait,
-            echo=lambda line: click.echo(line, err=output == "json"),
-        )
+    submitted = sagemaker.submit(
+        job, spec, run_dir=run_dir or default_run_dir(spec.name, job.run_id), spec_dir=spec_dir, resume=resume, wait=wait,
+        echo=lambda line: click.echo(line, err=output == "json"),
+    )
     if output == "json":
         emit_json({"run_id": job.run_id, "job_name": submitted.job_name, "run_dir": str(submitted.run_dir), "console_url": submitted.console_url,
                    "status": submitted.status, "model_dir": str(submitted.model_dir) if submitted.model_dir else None})
@@ -215,25 +209,21 @@ def submit_to_sagemaker(
 @click.option("--seed", type=int, default=None, help="Seed of the player and of sampled actions.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, output: str) -> None:
-    """Play the exported policy in the experiment's environment; write evaluation.json into the run dir."""
-    from rlrunner.entry.evaluate import default_episodes, evaluate_policy, locate_model_dir, write_evaluation
-    from rlrunner.entry.policy import check_model_dir
+    """Play the exported policy in the experiment's environment; write evaluation.json into the run dir (or model dir)."""
+    from rlrunner.contract.model_dir import EVALUATION_FILE, locate_model_dir
+    from rlrunner.contract.run_dir import atomic_write_json
+    from rlrunner.policy import check_model_dir
 
-    model_dir, result_dir = locate_model_dir(path)
-    try:
-        check_model_dir(model_dir)
-        result = evaluate_policy(model_dir, episodes=episodes or default_episodes(model_dir), greedy=greedy, seed=seed)
-    except ValueError as error:  # PolicyError, ObservationError: the model dir or a model/environment mismatch
-        fail(str(error), EXIT_USAGE)
-    except (RuntimeError, OSError) as error:  # the player or the protocol failed (UnityEnvError)
-        fail(f"{model_dir}: evaluation failed: {error}", EXIT_INFRA)
-    except Exception as error:
-        from mlagents_envs.exception import UnityException
-
-        if not isinstance(error, UnityException):
-            raise
-        fail(f"{model_dir}: evaluation failed: {type(error).__name__}: {error}", EXIT_INFRA)
-    written = write_evaluation(result, result_dir)
+    model_dir = check_model_dir(locate_model_dir(path))
+    # The evaluation plays through the container side's env creator, in a process of its own (as a run does).
+    command = [sys.executable, "-m", "rlrunner.entry.evaluate", str(model_dir), "--greedy" if greedy else "--stochastic"]
+    command += [*(["--episodes", str(episodes)] if episodes else []), *(["--seed", str(seed)] if seed is not None else [])]
+    finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if finished.returncode != 0:
+        sys.exit(finished.returncode)  # the evaluation printed its one-line reason
+    result = json.loads(finished.stdout)
+    # Beside a run's model dir, so that the launcher's end-of-run evaluation in it (model/evaluation.json) stays as it was.
+    written = atomic_write_json((model_dir.parent if model_dir.name == "model" else model_dir) / EVALUATION_FILE, result)
     if output == "json":
         emit_json(result)
         return
@@ -280,16 +270,12 @@ def print_evaluation(result: dict[str, Any], written: Path) -> None:
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
 def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool) -> None:
     """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
-    from rlrunner.entry.evaluate import locate_model_dir
-    from rlrunner.entry.policy import PolicyError, check_model_dir
+    from rlrunner.contract.model_dir import locate_model_dir
+    from rlrunner.policy import check_model_dir
     from rlrunner.serving.server import ServeOptions
     from rlrunner.serving.server import serve as run_server
 
-    model_dir, _ = locate_model_dir(path)
-    try:
-        check_model_dir(model_dir)
-    except PolicyError as error:
-        fail(str(error), EXIT_USAGE)
+    model_dir = check_model_dir(locate_model_dir(path))
     options = ServeOptions(
         model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log
     )
@@ -297,17 +283,6 @@ def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, ac
 
 
 # --- SageMaker jobs: status, logs, stop, download, image ------------------------------------------------
-
-
-@contextmanager
-def aws_failures() -> Iterator[None]:
-    """Report an AWS failure (rlrunner.aws.AwsError) as one line and exit 4."""
-    from rlrunner.aws import AwsError
-
-    try:
-        yield
-    except AwsError as error:
-        fail(str(error), EXIT_INFRA)
 
 
 def job_refs(reference: str | None) -> list[Any]:
@@ -327,36 +302,20 @@ def job_refs(reference: str | None) -> list[Any]:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def status(reference: str | None, overrides: Sequence[str], download: bool, output: str) -> None:
     """Show SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
-    from rlrunner.aws import AwsError, connect
+    from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
 
-    with aws_failures():
-        if reference and Path(reference).is_file() and Path(reference).suffix in SPEC_SUFFIXES:
-            spec, _ = load_or_exit(reference, overrides)
-            ctx = connect()
-            found = backend.find_jobs_by_run_id(ctx, spec.run_id)
-            refs = [backend.JobRef(str(job["TrainingJobName"]), None) for job in found]
-            if not refs:
-                fail(f"{reference}: no training job is tagged with its run id {spec.run_id}", EXIT_FAILED)
-        else:
-            refs = job_refs(reference)
-            ctx = connect()
-        rows = []
-        for ref in refs:
-            description = backend.describe_job(ctx, ref.job_name)
-            row = backend.summarize(description)
-            row["tags"] = backend.job_tags(description, ctx)
-            run_dir = backend.run_dir_for(ctx, ref, description)
-            row["run_dir"] = str(run_dir)
-            model_dir = run_dir / backend.MODEL_DIR
-            known = ref.run_dir is not None or run_dir.is_dir()
-            if download and known and row["status"] == "Completed" and not model_dir.is_dir():
-                try:
-                    backend.download_model(ctx, description, run_dir, echo=lambda line: click.echo(line, err=True))
-                except AwsError as error:  # the listing goes on; `rlrunner download` retries
-                    click.echo(f"model not downloaded: {error}", err=True)
-            row["model_dir"] = str(model_dir) if model_dir.is_dir() else None
-            rows.append(row)
+    if reference and Path(reference).is_file() and Path(reference).suffix in SPEC_SUFFIXES:
+        spec, _ = load_or_exit(reference, overrides)
+        ctx = connect()
+        found = backend.find_jobs_by_run_id(ctx, spec.run_id)
+        refs = [backend.JobRef(str(job["TrainingJobName"]), None) for job in found]
+        if not refs:
+            fail(f"{reference}: no training job is tagged with its run id {spec.run_id}", EXIT_FAILED)
+    else:
+        refs = job_refs(reference)
+        ctx = connect()
+    rows = [backend.job_status(ctx, ref, download=download, echo=lambda line: click.echo(line, err=True)) for ref in refs]
     if output == "json":
         emit_json(rows)
         return
@@ -380,21 +339,20 @@ def logs(reference: str, follow: bool, poll_seconds: float) -> None:
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
 
-    with aws_failures():
-        (ref,) = job_refs(reference)[:1]
-        ctx = connect()
-        tail = backend.LogTail(ctx, ref.job_name)
-        while True:
-            status = backend.describe_job(ctx, ref.job_name)["TrainingJobStatus"]
-            printed = 0
-            for line in tail.poll():
-                click.echo(line.rstrip("\n"))
-                printed += 1
-            if not follow or status in backend.TERMINAL_STATUSES:
-                if not follow and printed == 0 and not tail.streams():
-                    click.echo(f"no log streams yet for {ref.job_name} (status {status})", err=True)
-                return
-            time.sleep(poll_seconds)
+    (ref,) = job_refs(reference)[:1]
+    ctx = connect()
+    tail = backend.LogTail(ctx, ref.job_name)
+    while True:
+        status = backend.describe_job(ctx, ref.job_name)["TrainingJobStatus"]
+        printed = 0
+        for line in tail.poll():
+            click.echo(line.rstrip("\n"))
+            printed += 1
+        if not follow or status in backend.TERMINAL_STATUSES:
+            if not follow and printed == 0 and not tail.streams():
+                click.echo(f"no log streams yet for {ref.job_name} (status {status})", err=True)
+            return
+        time.sleep(poll_seconds)
 
 
 @main.command()
@@ -404,9 +362,8 @@ def stop(reference: str) -> None:
     from rlrunner.aws import connect
     from rlrunner.backends.sagemaker import stop_job
 
-    with aws_failures():
-        (ref,) = job_refs(reference)[:1]
-        click.echo(stop_job(connect(), ref.job_name))
+    (ref,) = job_refs(reference)[:1]
+    click.echo(stop_job(connect(), ref.job_name))
 
 
 @main.command()
@@ -417,15 +374,14 @@ def download(reference: str, run_dir: Path | None) -> None:
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
 
-    with aws_failures():
-        (ref,) = job_refs(reference)[:1]
-        ctx = connect()
-        description = backend.describe_job(ctx, ref.job_name)
-        status = description["TrainingJobStatus"]
-        if status in ("Failed", "Stopped"):
-            fail(f"training job {ref.job_name}: {status}, no model to download ({description.get('FailureReason', '')})".rstrip(" ()"), EXIT_FAILED)
-        target = run_dir or backend.run_dir_for(ctx, ref, description)
-        backend.download_model(ctx, description, target, echo=click.echo)
+    (ref,) = job_refs(reference)[:1]
+    ctx = connect()
+    description = backend.describe_job(ctx, ref.job_name)
+    status = description["TrainingJobStatus"]
+    if status in ("Failed", "Stopped"):
+        fail(f"training job {ref.job_name}: {status}, no model to download ({description.get('FailureReason', '')})".rstrip(" ()"), EXIT_FAILED)
+    target = run_dir or backend.run_dir_for(ctx, ref, description)
+    backend.download_model(ctx, description, target, echo=click.echo)
 
 
 @main.group()
@@ -439,8 +395,7 @@ def image_build(tag: str | None) -> None:
     """docker build -f container/Dockerfile . (from the project root)."""
     from rlrunner.container import build_image
 
-    with aws_failures():
-        build_image(tag, echo=click.echo)
+    build_image(tag, echo=click.echo)
 
 
 @image.command("push")
@@ -449,8 +404,7 @@ def image_push(tag: str | None) -> None:
     """Push the image to this account's ECR (repository created if missing); prints the URI for compute.image."""
     from rlrunner.container import push_image
 
-    with aws_failures():
-        click.echo(push_image(tag, echo=click.echo))
+    click.echo(push_image(tag, echo=click.echo))
 
 
 # --- SageMaker endpoints: deploy, predict, undeploy ---------------------------------------------------
@@ -462,15 +416,10 @@ def image_push(tag: str | None) -> None:
 @click.option("--wait/--no-wait", default=True, help="Wait until the endpoint is InService.")
 def deploy(run_dir: Path, endpoint_name: str | None, wait: bool) -> None:
     """Deploy a run's policy to a SageMaker endpoint (model, endpoint config, endpoint) using the spec's deploy block."""
-    from rlrunner.entry.policy import PolicyError
-    from rlrunner.serving.deploy import DEPLOYMENT_FILE
-    from rlrunner.serving.deploy import deploy as deploy_run
+    from rlrunner.contract.run_dir import DEPLOYMENT_FILE
+    from rlrunner.deploy import deploy as deploy_run
 
-    with aws_failures():
-        try:
-            deployment = deploy_run(run_dir, endpoint_name=endpoint_name, wait=wait, echo=click.echo)
-        except PolicyError as error:
-            fail(str(error), EXIT_USAGE)
+    deployment = deploy_run(run_dir, endpoint_name=endpoint_name, wait=wait, echo=click.echo)
     click.echo(f"endpoint {deployment.endpoint_name} {deployment.status} (recorded in {run_dir / DEPLOYMENT_FILE})")
     click.echo(f"  predict   rlrunner predict {deployment.endpoint_name} --observations '[[...]]'")
     click.echo(f"  remove    rlrunner undeploy {deployment.endpoint_name}")
@@ -483,9 +432,9 @@ def deploy(run_dir: Path, endpoint_name: str | None, wait: bool) -> None:
 def predict(endpoint: str, observations: str, returns: str) -> None:
     """Send observations to an endpoint (InvokeEndpoint) and print its JSON answer."""
     from rlrunner.aws import connect
-    from rlrunner.entry.policy import PolicyError
-    from rlrunner.serving.deploy import parse_observations
-    from rlrunner.serving.deploy import predict as invoke
+    from rlrunner.deploy import parse_observations
+    from rlrunner.deploy import predict as invoke
+    from rlrunner.policy import PolicyError
     from rlrunner.serving.protocol import RequestError, parse_returns
 
     try:
@@ -493,8 +442,7 @@ def predict(endpoint: str, observations: str, returns: str) -> None:
         asked = parse_returns(returns)[1:] if returns else ()
     except (PolicyError, RequestError) as error:
         fail(str(error).replace("return:", "--return:", 1), EXIT_USAGE)
-    with aws_failures():
-        emit_json(invoke(connect(), endpoint, payload, asked))
+    emit_json(invoke(connect(), endpoint, payload, asked))
 
 
 @main.command()
@@ -502,10 +450,9 @@ def predict(endpoint: str, observations: str, returns: str) -> None:
 def undeploy(endpoint: str) -> None:
     """Delete an endpoint, its endpoint config and its models."""
     from rlrunner.aws import connect
-    from rlrunner.serving.deploy import undeploy as delete_endpoint
+    from rlrunner.deploy import undeploy as delete_endpoint
 
-    with aws_failures():
-        delete_endpoint(connect(), endpoint, echo=click.echo)
+    delete_endpoint(connect(), endpoint, echo=click.echo)
 
 
 @main.command()
@@ -518,23 +465,19 @@ def undeploy(endpoint: str) -> None:
 def sweep(spec: str, overrides: Sequence[str], dry_run: bool, local: bool, max_parallel: int | None, output: str) -> None:
     """Run every point of a spec's sweep block; finished points are skipped, failed ones re-run."""
     from rlrunner import sweep as sweeps
-    from rlrunner.loader import SpecError
 
     experiment_spec, document = load_or_exit(spec, overrides)
     if experiment_spec.sweep is None:
         fail(f"{spec}: no sweep block; use `rlrunner run` for a single experiment", EXIT_USAGE)
-    try:
-        points = sweeps.expand(document, experiment_spec)
-    except SpecError as error:
-        fail(str(error), EXIT_INVALID)
+    points = sweeps.expand(document, experiment_spec)
+    local = local or experiment_spec.compute.is_local
     if local:
-        points = [sweeps.SweepPoint(p.index, p.values, p.spec.model_copy(update={"compute": p.spec.compute.model_copy(update={"instance_type": "local"})})) for p in points]
-    from rlrunner.runner import PlanError
-    from rlrunner.runner import plan as make_plan
+        points = [sweeps.SweepPoint(p.index, p.values, p.spec.on_this_machine()) for p in points]
+    from rlrunner.runner import PlanError, plan
 
     for point in points:  # a point that cannot be planned (too large for the env vars) also stops the sweep early
         try:
-            make_plan(point.spec, spec_dir=document.base_dir, environ=os.environ)
+            plan(point.spec, spec_dir=document.base_dir, local=local, environ=os.environ)
         except PlanError as error:
             fail(f"{spec}: sweep point {point.index} [{point.label()}]: {error}", EXIT_INVALID)
     rows = sweeps.dry_run_rows(points)
@@ -542,13 +485,11 @@ def sweep(spec: str, overrides: Sequence[str], dry_run: bool, local: bool, max_p
         print_sweep_table(rows, output)
         return
     parallel = max_parallel or experiment_spec.sweep.max_parallel
-    folder = Path("runs") / "sweeps" / f"{experiment_spec.name}-{sweeps.sweep_id(document)}"
-    if local or experiment_spec.compute.is_local:
+    folder = sweeps.sweep_folder(experiment_spec, document)
+    if local:
         launch, finished = sweeps.local_backend(document.base_dir, folder / "logs")
     else:
-        from rlrunner.backends.sagemaker import sweep_backend
-
-        launch, finished = sweep_backend(document.base_dir, echo=lambda text: click.echo(text, err=True))
+        launch, finished = sweeps.sagemaker_backend(document.base_dir, echo=lambda text: click.echo(text, err=True))
     if output == "text":
         click.echo(f"sweep {folder.name}: {len(points)} points, at most {parallel} at once")
 
@@ -557,17 +498,12 @@ def sweep(spec: str, overrides: Sequence[str], dry_run: bool, local: bool, max_p
         reason = f": {result.message}" if result.message else ""
         click.echo(f"point {point.index} [{point.label()}] {point.run_id} {result.status}{detail}{reason}", err=output == "json" or result.status == "failed")
 
-    results = sweeps.run_points(points, launch=launch, finished=finished, max_parallel=parallel, report=report)
-    summary = sweeps.summarize(points, results)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / "sweep.csv").write_text(sweeps.summary_csv(summary))
-    sweeps.plot_curves(points, results, folder / "learning_curves.png")
+    done = sweeps.run_sweep(points, folder=folder, launch=launch, finished=finished, max_parallel=parallel, report=report)
     if output == "json":
-        emit_json({"sweep_dir": str(folder), **summary})
+        emit_json({"sweep_dir": str(folder), **done.summary})
     else:
-        print_sweep_summary(summary, folder)
-    if summary["counts"]["failed"]:
+        print_sweep_summary(done.summary, folder)
+    if done.summary["counts"]["failed"]:
         sys.exit(EXIT_FAILED)
 
 

@@ -8,11 +8,11 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rlrunner import __version__
-from rlrunner.aws import AwsError, aws_errors, connect, error_code
+from rlrunner.aws import AwsError, aws_errors, connect, error_code, expand_image
+from rlrunner.contract.sagemaker_container import DEFAULT_IMAGE
 
 DOCKERFILE = Path("container") / "Dockerfile"
-DEFAULT_TAG = f"rlrunner:{__version__}"
+DEFAULT_TAG = DEFAULT_IMAGE
 
 
 class ImageError(AwsError):
@@ -48,8 +48,6 @@ def build_image(tag: str | None = None, *, echo: Callable[[str], None] = print) 
 
 def push_image(tag: str | None = None, *, echo: Callable[[str], None] = print) -> str:
     """Tag and push a local image to `<account>.dkr.ecr.<region>.amazonaws.com/<name>:<tag>`; returns that URI."""
-    from rlrunner.backends.sagemaker import expand_image
-
     tag = tag or DEFAULT_TAG
     ctx = connect()
     uri = expand_image(tag, ctx.account_id, ctx.region)

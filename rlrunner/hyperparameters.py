@@ -76,7 +76,6 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "target_network_update_freq": (0, True, None, False),
 }
 
-_SCHEDULABLE = {"lr", "entropy_coeff"}
 
 
 def _kind(value: Any) -> str:

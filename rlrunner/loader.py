@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from rlrunner.contract.errors import InvalidSpecError
 from rlrunner.hyperparameters import MANAGED, RENAMED
 from rlrunner.schema import (
     ALGORITHM_CLASSES,
@@ -63,8 +64,8 @@ class Problem:
         return f"{self.location}: {self.path}: {self.message}" if self.path else f"{self.location}: {self.message}"
 
 
-class SpecError(ValueError):
-    """A spec is invalid; carries every problem found."""
+class SpecError(InvalidSpecError, ValueError):
+    """A spec is invalid; carries every problem found, each located (exit 3)."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
@@ -143,7 +144,6 @@ def _construct(
                 problems.append(Problem(where, dotted((*path, key)), "duplicate key"))
                 continue
             result[key] = _construct(value_node, (*path, key), document, constructor, problems)
-            document.locations.setdefault((*path, key), document.locations[(*path, key)])
         return result
     if isinstance(node, yaml.SequenceNode):
         return [

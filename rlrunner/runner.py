@@ -1,4 +1,8 @@
-"""From spec to plan (pure): RLEstimator keyword arguments, container environment, fit() inputs, experiment."""
+"""From spec to plan (pure): RLEstimator keyword arguments, container environment, fit() inputs, experiment.
+
+This module only plans; the backends run a plan (`rlrunner.backends.local.run_local`,
+`rlrunner.backends.sagemaker.submit`).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rlrunner import __version__
-from rlrunner.entry import codec
-from rlrunner.entry.metrics import metric_definitions
+from rlrunner.contract import experiment_env
+from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER, AUTH_TOKEN_VAR
+from rlrunner.contract.errors import InvalidSpecError
+from rlrunner.contract.metrics import metric_definitions
+from rlrunner.contract.sagemaker_container import (
+    CHECKPOINT_LOCAL_PATH,
+    DEFAULT_IMAGE,
+    ENTRY_POINT,
+    ENTRY_SOURCE_DIR,
+    RUN_ID_VAR,
+    TRAIN_CHANNEL,
+    binary_in_container,
+)
 from rlrunner.schema import RESERVED_TAG_PREFIX, Experiment, ExperimentSpec
 
-ENTRY_DIR = Path(__file__).parent / "entry"
-ENTRY_POINT = "train_unity.py"
-DEFAULT_IMAGE = f"rlrunner:{__version__}"
 MAX_METRIC_DEFINITIONS = 40
 MAX_TAGS = 50
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_CHARS = 2500
+RUN_ID_TAG = f"{RESERVED_TAG_PREFIX}run-id"
+SPEC_HASH_TAG = f"{RESERVED_TAG_PREFIX}spec-hash"
 
 
-class PlanError(ValueError):
+class PlanError(InvalidSpecError):
     """The spec is valid but cannot be rendered within SageMaker's limits."""
 
 
@@ -40,12 +53,19 @@ class JobPlan:
         return asdict(self)
 
 
-def render_experiment(spec: ExperimentSpec, *, spec_dir: Path = Path("."), local: bool = False) -> dict[str, Any]:
-    """The experiment the launcher decodes: the training part of the spec plus the run's identity."""
+def render_experiment(spec: ExperimentSpec, *, spec_dir: Path = Path(".")) -> dict[str, Any]:
+    """The experiment the launcher decodes: the training part of the spec plus the run's identity.
+
+    A player build is named as the launcher will find it: its absolute path for a local run, its file
+    in the `train` channel for a SageMaker job (`binary_in_container`).
+    """
     environment = spec.environment
-    if environment.binary is not None and not environment.binary_on_s3:
-        binary = (spec_dir / environment.binary).resolve() if local else Path(environment.binary).name
-        environment = environment.model_copy(update={"binary": str(binary)})
+    if environment.binary is not None:
+        if spec.compute.is_local and not environment.binary_on_s3:
+            binary = str((spec_dir / environment.binary).resolve())
+        else:
+            binary = binary_in_container(environment.binary)
+        environment = environment.model_copy(update={"binary": binary})
     experiment = Experiment(
         run_id=spec.run_id,
         spec_hash=spec.spec_hash,
@@ -54,17 +74,23 @@ def render_experiment(spec: ExperimentSpec, *, spec_dir: Path = Path("."), local
         environment=environment,
         algorithm=spec.algorithm,
         training=spec.training,
+        cluster=spec.compute.cluster,
     )
     return experiment.to_data()
 
 
 def render_environment(spec: ExperimentSpec, experiment: Mapping[str, Any]) -> dict[str, str]:
-    """The container's environment variables: the user's, rlrunner's, and the encoded experiment."""
-    base = {"PYTHONUNBUFFERED": "1", "RLRUNNER_RUN_ID": spec.run_id, **spec.compute.environment}
-    free = codec.MAX_ENV_VARS - len(base)
+    """The container's environment variables: the user's, rlrunner's, and the encoded experiment.
+
+    A multi-instance job reserves the slot of its Ray token (`submit` fills it in with a fresh one).
+    """
+    base = {"PYTHONUNBUFFERED": "1", RUN_ID_VAR: spec.run_id, **spec.compute.environment}
+    if spec.compute.instance_count > 1 and not spec.compute.is_local:
+        base[AUTH_TOKEN_VAR] = AUTH_TOKEN_PLACEHOLDER
+    free = experiment_env.MAX_ENV_VARS - len(base)
     try:
-        encoded = codec.encode_experiment_env(experiment, max_vars=free)
-    except codec.CodecError as error:
+        encoded = experiment_env.encode_experiment_env(experiment, max_vars=free)
+    except experiment_env.CodecError as error:
         raise PlanError(f"compute.environment: {error}") from None
     return {**base, **encoded}
 
@@ -75,23 +101,19 @@ def render_fit_inputs(spec: ExperimentSpec, *, spec_dir: Path = Path(".")) -> di
     if binary is None:
         return None
     if spec.environment.binary_on_s3:
-        return {"train": str(spec.environment.binary_channel_uri)}
-    return {"train": str((spec_dir / binary).resolve().parent)}
+        return {TRAIN_CHANNEL: str(spec.environment.binary_channel_uri)}
+    return {TRAIN_CHANNEL: str((spec_dir / binary).resolve().parent)}
 
 
 def render_estimator_kwargs(
     spec: ExperimentSpec, environment: Mapping[str, str], *, spec_dir: Path = Path("."), environ: Mapping[str, str] = {}
 ) -> dict[str, Any]:
-    """Keyword arguments for `sagemaker.rl.RLEstimator`."""
+    """Keyword arguments for `sagemaker.rl.RLEstimator`; the uploaded source is the one-line entry script."""
     compute = spec.compute
-    tags = {
-        **compute.tags,
-        f"{RESERVED_TAG_PREFIX}run-id": spec.run_id,
-        f"{RESERVED_TAG_PREFIX}spec-hash": spec.spec_hash,
-    }
+    tags = {**compute.tags, RUN_ID_TAG: spec.run_id, SPEC_HASH_TAG: spec.spec_hash}
     kwargs: dict[str, Any] = {
         "entry_point": ENTRY_POINT,
-        "source_dir": str(ENTRY_DIR),
+        "source_dir": str(ENTRY_SOURCE_DIR),
         "dependencies": [str((spec_dir / spec.source_dir).resolve())] if spec.source_dir else [],
         "image_uri": compute.image or DEFAULT_IMAGE,
         "role": compute.role or environ.get("SAGEMAKER_ROLE"),
@@ -103,7 +125,7 @@ def render_estimator_kwargs(
         "hyperparameters": {"rlrunner_run_id": spec.run_id},
         "environment": dict(environment),
         "checkpoint_s3_uri": compute.checkpoint_s3_uri,
-        "checkpoint_local_path": "/opt/ml/checkpoints",
+        "checkpoint_local_path": CHECKPOINT_LOCAL_PATH,
         "use_spot_instances": compute.spot is not None,
         "max_run": compute.max_run,
         "max_wait": compute.spot.max_wait if compute.spot else None,
@@ -132,20 +154,18 @@ def check_limits(kwargs: Mapping[str, Any]) -> None:
             f"hyperparameters exceed SageMaker's {MAX_HYPERPARAMETERS} keys of {MAX_HYPERPARAMETER_CHARS} characters"
         )
     environment = kwargs["environment"]
-    if len(environment) > codec.MAX_ENV_VARS or any(len(v) > codec.MAX_VALUE_CHARS for v in environment.values()):
-        raise PlanError(
-            f"environment exceeds SageMaker's {codec.MAX_ENV_VARS} variables of {codec.MAX_VALUE_CHARS} characters"
-        )
+    limit, chars = experiment_env.MAX_ENV_VARS, experiment_env.MAX_VALUE_CHARS
+    if len(environment) > limit or any(len(v) > chars for v in environment.values()):
+        raise PlanError(f"environment exceeds SageMaker's {limit} variables of {chars} characters")
 
 
 def plan(
     spec: ExperimentSpec, *, spec_dir: Path = Path("."), local: bool = False, environ: Mapping[str, str] = {}
 ) -> JobPlan:
-    """Render the whole plan for one spec."""
+    """Render the whole plan for one spec (`local`: as `--local` runs it)."""
     if local:
-        spec = spec.model_copy(update={"compute": spec.compute.model_copy(update={"instance_type": "local"})})
-    local = local or spec.compute.is_local
-    experiment = render_experiment(spec, spec_dir=spec_dir, local=local)
+        spec = spec.on_this_machine()
+    experiment = render_experiment(spec, spec_dir=spec_dir)
     environment = render_environment(spec, experiment)
     return JobPlan(
         run_id=spec.run_id,

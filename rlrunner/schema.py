@@ -123,21 +123,28 @@ def _annotation(key: str, kind: str) -> Any:
     return JsonValue
 
 
-def _keys_model(name: str, keys: dict[str, str], doc: str) -> type[BaseModel]:
+class RllibKeys(BaseModel):
+    """Base of the generated models of RLlib config keys (field names may differ from the keys: `lambda_`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    def to_rllib(self) -> dict[str, Any]:
+        """The keys the user set, under RLlib's names (what `AlgorithmConfig.update_from_dict` takes)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _keys_model(name: str, keys: dict[str, str], doc: str, base: type[RllibKeys] = RllibKeys) -> type[RllibKeys]:
     fields: dict[str, Any] = {
         _field_name(key): (_annotation(key, kind) | None, Field(None, alias=key, description=f"RLlib `{key}`"))
         for key, kind in keys.items()
     }
-    return create_model(
-        name,
-        __config__=ConfigDict(extra="forbid", frozen=True, populate_by_name=False),
-        __doc__=doc,
-        **fields,
-    )
+    return create_model(name, __base__=base, __doc__=doc, **fields)
 
 
-class ModelSpecBase(Frozen):
+class ModelSpecBase(RllibKeys):
     """Fields of `algorithm.model` that rlrunner adds to RLlib's DefaultModelConfig."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, use_attribute_docstrings=True)
 
     module: Annotated[str, Field(pattern=MODULE_PATTERN)] | None = None
     """Custom RLModule as `file:Class`, a Python file in the experiment's source dir (None: RLlib's default)."""
@@ -145,22 +152,36 @@ class ModelSpecBase(Frozen):
     """Keyword arguments given to the custom RLModule as its `model_config`."""
 
 
+    def default_model_config(self) -> dict[str, Any]:
+        """The RLlib DefaultModelConfig keys the user set (rlrunner's own fields left out)."""
+        return {key: value for key, value in self.to_rllib().items() if key not in ("module", "module_config")}
+
+
 @cache
-def model_spec_class() -> type[BaseModel]:
+def model_spec_class() -> type[ModelSpecBase]:
     """`algorithm.model`: RLlib's DefaultModelConfig keys plus an optional custom RLModule."""
-    base = _keys_model("DefaultModelKeys", load_table()["model"], "RLlib DefaultModelConfig keys.")
-    fields = {name: (info.annotation, info) for name, info in base.model_fields.items()}
-    return create_model("ModelSpec", __base__=ModelSpecBase, __doc__="The policy network.", **fields)  # type: ignore[call-overload,no-any-return]
+    return _keys_model("ModelSpec", load_table()["model"], "The policy network.", ModelSpecBase)  # type: ignore[return-value]
 
 
-def _algorithm_class(name: str) -> type[BaseModel]:
+class AlgorithmSpecBase(Frozen):
+    """What every generated algorithm variant has: its name, its hyperparameters and its model."""
+
+    name: str
+    """RLlib algorithm name."""
+    hyperparameters: RllibKeys
+    """RLlib config keys."""
+    model: ModelSpecBase
+    """The policy network."""
+
+
+def _algorithm_class(name: str) -> type[AlgorithmSpecBase]:
     hyperparameters = _keys_model(
         f"{name}Hyperparameters", load_table()["algorithms"][name], f"{name} hyperparameters (RLlib config keys)."
     )
     model = model_spec_class()
     return create_model(
         f"{name}Algorithm",
-        __base__=Frozen,
+        __base__=AlgorithmSpecBase,
         __doc__=f"RLlib {name}.",
         name=(Literal[name], Field(description="RLlib algorithm name.")),
         hyperparameters=(hyperparameters, Field(default_factory=hyperparameters, description="RLlib config keys.")),
@@ -169,24 +190,20 @@ def _algorithm_class(name: str) -> type[BaseModel]:
 
 
 ALGORITHM_CLASSES = {name: _algorithm_class(name) for name in ALGORITHMS}
-if TYPE_CHECKING:  # the variants are generated, so type checkers see one dynamic model
-    AlgorithmSpec = Any
+if TYPE_CHECKING:  # the variants are generated: type checkers see their common base
+    AlgorithmSpec = AlgorithmSpecBase
 else:
     AlgorithmSpec = Annotated[Union[tuple(ALGORITHM_CLASSES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
-def dump_algorithm(algorithm: BaseModel) -> dict[str, Any]:
+def dump_algorithm(algorithm: AlgorithmSpecBase) -> dict[str, Any]:
     """The algorithm block as the user set it, under RLlib's key names (unset RLlib keys left out)."""
-    return {
-        "name": algorithm.name,  # type: ignore[attr-defined]
-        "hyperparameters": algorithm.hyperparameters.model_dump(mode="json", by_alias=True, exclude_unset=True),  # type: ignore[attr-defined]
-        "model": algorithm.model.model_dump(mode="json", by_alias=True, exclude_unset=True),  # type: ignore[attr-defined]
-    }
+    return {"name": algorithm.name, "hyperparameters": algorithm.hyperparameters.to_rllib(), "model": algorithm.model.to_rllib()}
 
 
-def _dump(model: BaseModel, exclude: set[str] | None = None) -> dict[str, Any]:
+def _dump(model: ExperimentSpec | Experiment, exclude: set[str] | None = None) -> dict[str, Any]:
     data = model.model_dump(mode="json", by_alias=True, exclude=exclude)
-    data["algorithm"] = dump_algorithm(model.algorithm)  # type: ignore[attr-defined]
+    data["algorithm"] = dump_algorithm(model.algorithm)
     return data
 
 
@@ -240,6 +257,17 @@ class SpotSpec(Frozen):
     """Seconds to wait for spot capacity plus training; at least compute.max_run."""
 
 
+class ClusterSpec(Frozen):
+    """How the instances of a multi-instance job form one Ray cluster."""
+
+    join_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    """Seconds the first host waits for the others to join (and the others for it)."""
+    min_hosts: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Hosts (the first included) enough to start training once join_timeout_s passed (None: every host)."""
+    head_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    """Seconds a host waits for an unreachable first host before it gives up with exit 4."""
+
+
 class ComputeSpec(Frozen):
     """Where training runs."""
 
@@ -270,6 +298,8 @@ class ComputeSpec(Frozen):
     """Tags on the training job (rlrunner adds its run id and spec hash)."""
     environment: dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN)], Annotated[str, Field(max_length=512)]] = {}
     """Extra environment variables for the training container."""
+    cluster: ClusterSpec = ClusterSpec()
+    """Multi-instance jobs: how the hosts form one Ray cluster."""
 
     @model_validator(mode="after")
     def _spot_and_names(self) -> ComputeSpec:
@@ -285,7 +315,15 @@ class ComputeSpec(Frozen):
         for key in self.environment:
             if key.startswith(RESERVED_ENV_PREFIX) or key.startswith("SM_"):
                 raise ValueError(f"compute.environment.{key}: uses a reserved prefix ({RESERVED_ENV_PREFIX}, SM_)")
+        if not self.is_local and self.cluster.min_hosts is not None and self.cluster.min_hosts > self.instance_count:
+            raise ValueError(
+                f"compute.cluster.min_hosts: must be <= compute.instance_count ({self.cluster.min_hosts} > {self.instance_count})"
+            )
         return self
+
+    def on_this_machine(self) -> ComputeSpec:
+        """The same compute run locally (`--local`)."""
+        return self.model_copy(update={"instance_type": "local"})
 
     @property
     def is_local(self) -> bool:
@@ -390,6 +428,10 @@ class ExperimentSpec(Frozen):
             raise ValueError("algorithm.model.module: needs source_dir, the folder that holds the module's file")
         return self
 
+    def on_this_machine(self) -> ExperimentSpec:
+        """The same experiment with `compute.instance_type: local` (what `--local` runs)."""
+        return self.model_copy(update={"compute": self.compute.on_this_machine()})
+
     def canonical_json(self) -> str:
         """The resolved spec as canonical JSON (what the run id hashes)."""
         return json.dumps(_dump(self, exclude={"sweep", "description"}), sort_keys=True, separators=(",", ":"))
@@ -428,6 +470,8 @@ class Experiment(Frozen):
     """The RLlib algorithm."""
     training: TrainingSpec
     """How the training loop runs."""
+    cluster: ClusterSpec = ClusterSpec()
+    """Multi-instance jobs: how the hosts form one Ray cluster."""
 
     def to_data(self) -> dict[str, Any]:
         """The experiment as JSON-able data (what the env vars carry)."""

@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import math
+import os
 import random
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlrunner.contract.run_dir import (
+    JOB_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    RUNS_ROOT,
+    SWEEPS_DIR,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    default_run_dir,
+    read_curve,
+    read_json,
+)
 from rlrunner.loader import Document, Location, Problem, SpecError, set_path, validate_document
+from rlrunner.runner import plan
 from rlrunner.schema import Distribution, ExperimentSpec, SweepSpec
 
 # Linux on-demand list prices in us-east-1, USD per instance-hour (for estimates only).
@@ -307,33 +322,18 @@ def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], pa
     plt.close(figure)
 
 
-# --- backends --------------------------------------------------------------------------------------
-
-
-def read_curve(metrics_csv: Path) -> list[tuple[float, float]]:
-    """(timesteps, episode_return_mean) rows of a run's metrics.csv."""
-    if not metrics_csv.is_file():
-        return []
-    with metrics_csv.open() as handle:
-        return [
-            (float(row["timesteps"]), float(row["episode_return_mean"]))
-            for row in csv.DictReader(handle)
-            if row.get("timesteps") and row.get("episode_return_mean")
-        ]
+# --- backends: launch and finished-check for each point -----------------------------------------
 
 
 def local_result(run_dir: Path, run_id: str, status: str | None = None) -> PointResult | None:
     """A point's result from its local run dir (None if it never finished a run)."""
-    from rlrunner.backends.local import METRICS_FILE, RUN_FILE, RunDir
-    from rlrunner.entry.checkpoints import CheckpointStore
+    from rlrunner.contract.checkpoints import CheckpointStore
 
-    try:
-        record = json.loads((run_dir / RUN_FILE).read_text())
-    except (OSError, ValueError):
+    run = RunDir(run_dir)
+    record = read_json(run.file(RUN_FILE))
+    if record is None or "exit_code" not in record:
         return None
-    if "exit_code" not in record:
-        return None
-    newest = CheckpointStore(RunDir(run_dir).checkpoints, keep=1).newest()
+    newest = CheckpointStore(run.checkpoints, keep=1).newest()
     evaluation = record.get("evaluation") or {}
     ok = record["exit_code"] == 0
     return PointResult(
@@ -343,35 +343,27 @@ def local_result(run_dir: Path, run_id: str, status: str | None = None) -> Point
         best_checkpoint=str(newest.path) if newest else None,
         run_dir=str(run_dir),
         message="" if ok else str(record.get("failure") or f"exit code {record['exit_code']}"),
-        curve=read_curve(run_dir / METRICS_FILE),
+        curve=read_curve(run.file(METRICS_FILE)),
     )
 
 
-def local_backend(spec_dir: Path, logs: Path, runs_root: Path | None = None) -> tuple[Launch, Finished]:
+def local_backend(spec_dir: Path, logs: Path, runs_root: Path = RUNS_ROOT) -> tuple[Launch, Finished]:
     """Launch and finished-check functions that run points on this machine, one run dir each."""
-    from rlrunner.backends.local import RUNS_ROOT, default_run_dir, run_local
-    from rlrunner.runner import plan
-
-    root = runs_root or RUNS_ROOT
+    from rlrunner.backends.local import run_local
 
     def run_dir_of(point: SweepPoint) -> Path:
-        return default_run_dir(point.spec, point.run_id, root)
+        return default_run_dir(point.spec.name, point.run_id, runs_root)
 
     def launch(point: SweepPoint) -> PointResult:
         job = plan(point.spec, spec_dir=spec_dir, local=True)
         run_dir = run_dir_of(point)
-        again = run_dir.is_dir() and any(run_dir.iterdir())  # a failed or interrupted earlier try: continue it
+        again = RunDir(run_dir).in_use  # a failed or interrupted earlier try: continue it
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{point.index:04d}-{point.run_id}.log", "w") as log:
             result = run_local(point.spec, job, spec_dir=spec_dir, run_dir=run_dir, resume=again, stream=log, bar=False)
         found = local_result(result.run_dir, point.run_id)
         if found is None:
-            return PointResult(
-                point.run_id,
-                "failed",
-                run_dir=str(result.run_dir),
-                message=result.failure or f"exit code {result.exit_code}",
-            )
+            return PointResult(point.run_id, "failed", run_dir=str(result.run_dir), message=result.failure or f"exit code {result.exit_code}")
         return found
 
     def finished(point: SweepPoint) -> PointResult | None:
@@ -379,3 +371,101 @@ def local_backend(spec_dir: Path, logs: Path, runs_root: Path | None = None) -> 
         return found if found is not None and not found.message else None
 
     return launch, finished
+
+
+def sagemaker_result(run_dir: Path, run_id: str, status: str | None = None) -> PointResult | None:
+    """A point's result from its SageMaker run dir (None before its job ended): the launcher's greedy evaluation."""
+    from rlrunner.contract.model_dir import read_evaluation
+
+    run = RunDir(run_dir)
+    record = read_json(run.file(JOB_FILE))
+    final = None if record is None else record.get("final_status")
+    if record is None or final is None:
+        return None
+    evaluation = read_evaluation(run.model) or {}
+    ok = final == "Completed" and run.model.is_dir()
+    return PointResult(
+        run_id,
+        status or ("finished" if ok else "failed"),
+        mean_return=evaluation.get("mean"),
+        best_checkpoint=record.get("checkpoint_s3_uri"),
+        run_dir=str(run_dir),
+        message="" if ok else f"job {record.get('job_name')} {final}: {record.get('failure_reason') or 'no model'}",
+        curve=read_curve(run.file(METRICS_FILE)),
+    )
+
+
+def sagemaker_backend(
+    spec_dir: Path,
+    *,
+    echo: Callable[[str], None] = print,
+    runs_root: Path = RUNS_ROOT,
+    poll_s: float = 30.0,
+    session_factory: Callable[[], Any] | None = None,
+) -> tuple[Launch, Finished]:
+    """`launch` and `finished` for a sweep on SageMaker: each point is a job followed to its end."""
+    from rlrunner import aws
+    from rlrunner.backends import sagemaker
+
+    def run_dir_of(point: SweepPoint) -> Path:
+        return default_run_dir(point.spec.name, point.run_id, runs_root)
+
+    def launch(point: SweepPoint) -> PointResult:
+        run_dir = run_dir_of(point)
+
+        def say(line: str) -> None:
+            echo(f"point {point.index}: {line}")
+
+        record = read_json(run_dir / JOB_FILE)
+        ctx = (session_factory or aws.connect)()
+        if record is not None and record.get("final_status") is None:  # an earlier try still running: follow it
+            name = str(record["job_name"])
+            if sagemaker.describe_job(ctx, name)["TrainingJobStatus"] not in sagemaker.TERMINAL_STATUSES:
+                say(f"following {name}, started by an earlier sweep")
+                description = sagemaker.follow_job(ctx, name, poll_s=poll_s, echo=say, metrics_csv=run_dir / METRICS_FILE)
+                sagemaker.finish(ctx, description, run_dir, echo=say)
+                return sagemaker_result(run_dir, point.run_id) or PointResult(point.run_id, "failed", message="no job record")
+        job = plan(point.spec, spec_dir=spec_dir, environ=os.environ)
+        sagemaker.submit(
+            job, point.spec, run_dir=run_dir, spec_dir=spec_dir, resume=record is not None, wait=True, poll_s=poll_s,
+            session_factory=lambda: ctx, echo=say,
+        )  # fmt: skip
+        return sagemaker_result(run_dir, point.run_id) or PointResult(point.run_id, "failed", message="no job record")
+
+    def finished(point: SweepPoint) -> PointResult | None:
+        result = sagemaker_result(run_dir_of(point), point.run_id, status="skipped")
+        return result if result is not None and not result.message else None
+
+    return launch, finished
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What `run_sweep` did: where it wrote, the per-point results and the summary."""
+
+    folder: Path
+    results: list[PointResult]
+    summary: dict[str, Any]
+
+
+def sweep_folder(spec: ExperimentSpec, document: Document, runs_root: Path = RUNS_ROOT) -> Path:
+    """`runs/sweeps/<name>-<sweep id>/`: the sweep's summary, table, picture and point logs."""
+    return runs_root / SWEEPS_DIR / f"{spec.name}-{sweep_id(document)}"
+
+
+def run_sweep(
+    points: Sequence[SweepPoint],
+    *,
+    folder: Path,
+    launch: Launch,
+    finished: Finished,
+    max_parallel: int,
+    report: Callable[[SweepPoint, PointResult], None],
+) -> SweepRun:
+    """Run the points, then write `sweep.json`, `sweep.csv` and `learning_curves.png` into `folder`."""
+    results = run_points(points, launch=launch, finished=finished, max_parallel=max_parallel, report=report)
+    summary = summarize(points, results)
+    atomic_write_json(folder / "sweep.json", summary)
+    atomic_write_text(folder / "sweep.csv", summary_csv(summary))
+    plot_curves(points, results, folder / "learning_curves.png")
+    return SweepRun(folder, results, summary)

@@ -23,7 +23,18 @@ from typing import Any
 
 import pytest
 
-from rlrunner.entry.processes import descendants, run_processes, terminate
+from rlrunner.processes import descendants, run_processes, terminate
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regen-golden", action="store_true", help="Rewrite tests/golden from the current plans (on purpose only).")
+
+
+@pytest.fixture
+def regen_golden(request: pytest.FixtureRequest) -> bool:
+    """Whether `--regen-golden` was given."""
+    return bool(request.config.getoption("--regen-golden"))
+
 
 MOTO_ACCOUNT = "123456789012"
 MOTO_REGION = "us-east-1"
@@ -202,3 +213,10 @@ def assert_player_gone(pid: int, port: int) -> None:
 def player_gone() -> Callable[[int, int], None]:
     """``assert_player_gone(pid, port)`` for tests that manage their own players."""
     return assert_player_gone
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run in a scratch folder so ./runs is the test's."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path / "runs"

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from shared import ROOT
 
 from rlrunner.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_cli_read_only_commands_do_not_import_heavy_packages() -> None:
@@ -25,18 +24,18 @@ def test_cli_read_only_commands_do_not_import_heavy_packages() -> None:
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch', 'sagemaker', 'mlagents_envs', 'boto3', 'numpy'})\n"
         "print(','.join(heavy))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
 
 
 def test_cli_validate_accepts_every_experiment() -> None:
-    result = CliRunner().invoke(main, ["validate", str(REPO / "experiments")])
+    result = CliRunner().invoke(main, ["validate", str(ROOT / "experiments")])
     assert result.exit_code == 0, result.output
-    assert result.output.count("ok   ") == len(list((REPO / "experiments").glob("*.yaml")))
+    assert result.output.count("ok   ") == len(list((ROOT / "experiments").glob("*.yaml")))
 
 
 def test_cli_plan_json_has_the_contract_keys() -> None:
-    result = CliRunner().invoke(main, ["plan", str(REPO / "experiments" / "basic_ppo.yaml"), "--output", "json"])
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "experiments" / "basic_ppo.yaml"), "--output", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert list(data) == ["run_id", "estimator", "environment", "fit_inputs", "experiment"]
@@ -46,7 +45,7 @@ def test_cli_plan_json_has_the_contract_keys() -> None:
 def test_cli_schema_matches_the_checked_in_editor_schema() -> None:
     result = CliRunner().invoke(main, ["schema"])
     assert result.exit_code == 0
-    checked_in = REPO / "docs" / "spec.schema.json"
+    checked_in = ROOT / "docs" / "spec.schema.json"
     assert json.loads(result.stdout) == json.loads(checked_in.read_text()), (
         "regenerate: rlrunner schema > docs/spec.schema.json"
     )
@@ -58,7 +57,7 @@ def test_cli_usage_error_exits_2() -> None:
 
 
 def test_readme_spec_example_is_valid(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     example = readme.split("### The spec\n\n```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "readme.yaml").write_text(example)
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "readme.yaml")])

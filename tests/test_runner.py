@@ -3,38 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from shared import ROOT
 
-from rlrunner.entry.codec import decode_experiment_env
+from rlrunner.contract.experiment_env import decode_experiment_env
+from rlrunner.contract.sagemaker_container import ENTRY_SOURCE_DIR
 from rlrunner.loader import load_spec
-from rlrunner.runner import ENTRY_DIR, PlanError, plan
+from rlrunner.runner import PlanError, plan
 from rlrunner.schema import Experiment
 
-REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).with_name("golden")
-EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
-REGENERATE = os.environ.get("RLRUNNER_REGENERATE_GOLDEN") == "1"
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 
 
 def normalized(data: object) -> object:
     """Paths that differ between checkouts, replaced by placeholders."""
     text = json.dumps(data, indent=1, sort_keys=True)
-    return json.loads(text.replace(str(ENTRY_DIR), "<rlrunner.entry>").replace(str(REPO), "<repo>"))
+    return json.loads(text.replace(str(ENTRY_SOURCE_DIR), "<rlrunner.entry.sagemaker_code>").replace(str(ROOT), "<repo>"))
 
 
 @pytest.mark.parametrize("spec_path", EXPERIMENTS, ids=[path.stem for path in EXPERIMENTS])
-def test_plan_matches_golden_files(spec_path: Path) -> None:
+def test_plan_matches_golden_files(spec_path: Path, regen_golden: bool) -> None:
     spec, document = load_spec(spec_path, environ={})
     job = plan(spec, spec_dir=document.base_dir, environ={"SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/Test"})
     rendered = normalized({"estimator": job.estimator, "fit_inputs": job.fit_inputs, "experiment": job.experiment})
     golden = GOLDEN / f"{spec_path.stem}.plan.json"
-    if REGENERATE:
+    if regen_golden:
         golden.write_text(json.dumps(rendered, indent=1, sort_keys=True) + "\n")
     assert rendered == json.loads(golden.read_text()), (
-        f"regenerate on purpose with RLRUNNER_REGENERATE_GOLDEN=1: {golden}"
+        f"regenerate on purpose with pytest --regen-golden: {golden}"
     )
 
 
@@ -50,9 +49,9 @@ def test_plan_environment_decodes_to_the_experiment(spec_path: Path) -> None:
 
 
 def test_plan_run_id_is_stable_and_changes_with_the_spec(tmp_path: Path) -> None:
-    spec, _ = load_spec(REPO / "experiments" / "basic_ppo.yaml")
-    again, _ = load_spec(REPO / "experiments" / "basic_ppo.yaml")
-    changed, _ = load_spec(REPO / "experiments" / "basic_ppo.yaml", ["algorithm.hyperparameters.lr=0.0002"])
+    spec, _ = load_spec(ROOT / "experiments" / "basic_ppo.yaml")
+    again, _ = load_spec(ROOT / "experiments" / "basic_ppo.yaml")
+    changed, _ = load_spec(ROOT / "experiments" / "basic_ppo.yaml", ["algorithm.hyperparameters.lr=0.0002"])
     assert spec.run_id == again.run_id
     assert spec.run_id != changed.run_id
     assert len(spec.run_id) == 10
@@ -72,7 +71,7 @@ def test_plan_local_uses_local_instance_and_absolute_binary(tmp_path: Path) -> N
     assert local.experiment["environment"]["binary"] == str(build / "Game.x86_64")
     remote_spec, _ = load_spec(spec_file, ["compute.instance_type=ml.c5.xlarge"])
     remote = plan(remote_spec, spec_dir=document.base_dir)
-    assert remote.experiment["environment"]["binary"] == "Game.x86_64"
+    assert remote.experiment["environment"]["binary"] == "/opt/ml/input/data/train/Game.x86_64"  # the train channel
     assert remote.fit_inputs == {"train": str(build)}
 
 
@@ -88,7 +87,7 @@ def test_plan_binary_on_s3_becomes_the_train_channel(tmp_path: Path) -> None:
 
 def test_plan_spot_settings_reach_the_estimator(tmp_path: Path) -> None:
     spec, document = load_spec(
-        REPO / "experiments" / "basic_ppo.yaml",
+        ROOT / "experiments" / "basic_ppo.yaml",
         ["compute.spot={max_wait: 7200}", "compute.checkpoint_s3_uri=s3://bucket/ckpt"],
     )
     estimator = plan(spec, spec_dir=document.base_dir).estimator
@@ -104,7 +103,7 @@ def test_plan_spot_settings_reach_the_estimator(tmp_path: Path) -> None:
 
 def test_plan_fails_when_user_env_leaves_no_room(tmp_path: Path) -> None:
     overrides = [f"compute.environment.V{i}={'x' * 500}" for i in range(97)]
-    spec, document = load_spec(REPO / "experiments" / "basic_ppo.yaml", overrides)
+    spec, document = load_spec(ROOT / "experiments" / "basic_ppo.yaml", overrides)
     with pytest.raises(
         PlanError, match=r"^compute.environment: the experiment is [\d,]+ bytes of JSON .* but only 1 are free"
     ):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from shared import ROOT
 
 from rlrunner.loader import SpecError, load_spec
 from rlrunner.sweep import PointResult, SweepPoint, dry_run_rows, expand, run_points, summarize, summary_csv
-
-REPO = Path(__file__).resolve().parents[1]
 
 BASE = """\
 name: sweep-test
@@ -31,7 +29,7 @@ def spec_with(tmp_path: Path, sweep: str) -> Path:
 
 
 def test_sweep_grid_times_seeds_gives_stable_distinct_run_ids() -> None:
-    spec, document = load_spec(REPO / "experiments" / "sweep_lr_seeds.yaml")
+    spec, document = load_spec(ROOT / "experiments" / "sweep_lr_seeds.yaml")
     points = expand(document, spec)
     assert [point.values for point in points] == [
         {"algorithm.hyperparameters.lr": 1e-4, "training.seed": 0},
@@ -106,26 +104,32 @@ def test_run_points_bounds_parallelism_and_reports_failures_as_they_happen(tmp_p
     points = points_for(6, tmp_path)
     active, peak, lock = 0, 0, threading.Lock()
     reported: list[tuple[int, str]] = []
+    both_running = threading.Barrier(2, timeout=10)  # points 0 and 1 run at the same time, or this breaks
+    failure_reported = threading.Event()
 
     def launch(point: SweepPoint) -> PointResult:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
-        time.sleep(0.05 if point.index != 1 else 0.01)
-        with lock:
-            active -= 1
-        if point.index == 1:
-            raise RuntimeError("player crashed")
-        return PointResult(point.run_id, "finished", mean_return=float(point.index))
+        try:
+            if point.index in (0, 1):
+                both_running.wait()
+            if point.index == 1:
+                raise RuntimeError("player crashed")
+            if point.index == 0:  # finishes only once the failure of point 1 was reported
+                assert failure_reported.wait(timeout=10)
+            return PointResult(point.run_id, "finished", mean_return=float(point.index))
+        finally:
+            with lock:
+                active -= 1
 
-    results = run_points(
-        points,
-        launch=launch,
-        finished=lambda p: None,
-        max_parallel=2,
-        report=lambda p, r: reported.append((p.index, r.status)),
-    )
+    def report(point: SweepPoint, result: PointResult) -> None:
+        reported.append((point.index, result.status))
+        if result.status == "failed":
+            failure_reported.set()
+
+    results = run_points(points, launch=launch, finished=lambda p: None, max_parallel=2, report=report)
     assert peak == 2
     assert reported[0] == (1, "failed")
     assert [r.status for r in results] == ["finished", "failed", "finished", "finished", "finished", "finished"]
@@ -149,7 +153,7 @@ def test_run_points_skips_finished_points(tmp_path: Path) -> None:
 
 
 def test_summarize_groups_seeds_into_configurations() -> None:
-    spec, document = load_spec(REPO / "experiments" / "sweep_lr_seeds.yaml")
+    spec, document = load_spec(ROOT / "experiments" / "sweep_lr_seeds.yaml")
     points = expand(document, spec)
     results = [
         PointResult(p.run_id, "finished", mean_return=value)

@@ -1,23 +1,23 @@
 """The local backend: emulate SageMaker's training container on this machine, in a run directory.
 
-The run directory is an `/opt/ml`-shaped tree (code/, input/config/, model/, output/, checkpoints/)
-plus what a run keeps: the resolved spec (`spec.yaml`), `spec_hash`, `git_commit`, `run.json`,
-`metrics.csv`, `launcher.log`, `learning_curve.png` and `evaluation.json`. The launcher
-(`rlrunner/entry/train_unity.py`) runs as SageMaker's toolkit runs it: a script in the code dir,
-the hyperparameters as arguments, the plan's environment variables plus the toolkit's SM_* ones.
+The run directory (`rlrunner.contract.run_dir`) doubles as the container's `/opt/ml` tree
+(code/, input/config/, model/, output/, checkpoints/), laid out by `rlrunner.contract.sagemaker_container`
+exactly as the platform lays it, and keeps the run's own files: the resolved spec, its hash, the git
+commit, `run.json`, `metrics.csv`, `launcher.log`, `learning_curve.png`. The launcher runs as
+SageMaker's toolkit runs it (the entry script in the code dir, the hyperparameters as arguments, the
+plan's environment variables plus the toolkit's SM_* ones), trains, exports and evaluates into
+`model/evaluation.json`.
 
 With `hosts=N` it emulates an N-instance job: one launcher per host (`algo-1..N`), each with its
 own /opt/ml tree and `current_host` (the head's tree is the run dir itself, the others'
 `hosts/algo-<i>/` inside it), forming one Ray cluster on loopback addresses 127.0.0.2, 127.0.0.3, …
-with a token only this run knows (`rlrunner/entry/cluster.py`).
+with a token only this run knows (`rlrunner.contract.cluster_env`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -29,276 +29,89 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rlrunner.entry.metrics import METRIC_NAMES, parse_metrics_line
-from rlrunner.runner import ENTRY_DIR, ENTRY_POINT, JobPlan
+from rlrunner.contract import model_dir as model_files
+from rlrunner.contract.cluster_env import HOST_ADDRESSES_VAR, PORT_VAR, emulation_environment
+from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from rlrunner.contract.metrics import parse_metrics_line
+from rlrunner.contract.run_dir import (
+    CURVE_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    SPEC_FILE,
+    MetricsTable,
+    RunDir,
+    atomic_write_json,
+    check_run_dir,
+    default_run_dir,
+    update_record,
+    write_run_files,
+)
+from rlrunner.contract.sagemaker_container import (
+    DEFAULT_HOST,
+    container_environment,
+    copy_code,
+    launcher_command,
+    write_input_config,
+)
+from rlrunner.runner import JobPlan
 from rlrunner.schema import ExperimentSpec
 
-RUNS_ROOT = Path("runs")
-CURRENT_HOST = "algo-1"
-HOSTS_DIR = "hosts"
-"""Inside the run dir: the emulated worker hosts' /opt/ml trees."""
 WORKER_EXIT_GRACE_S = 90.0
 """Seconds emulated worker hosts get to leave the cluster after the head's launcher exited."""
 STOP_GRACE_S = 30.0
 """Seconds the launcher gets to stop Ray and the players after SIGTERM, before SIGKILL."""
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_INVALID = 3
-EXIT_INFRA = 4
-EXIT_FAILED = 5
-EXIT_INTERRUPTED = 130
-
-SPEC_FILE = "spec.yaml"
-METRICS_FILE = "metrics.csv"
-LOG_FILE = "launcher.log"
-CURVE_FILE = "learning_curve.png"
-RUN_FILE = "run.json"
-EVALUATION_FILE = "evaluation.json"
-
-
-class LocalRunError(RuntimeError):
-    """The run cannot start (run dir in use, spec changed under --resume); carries the exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 # --------------------------------------------------------------------------------------------
-# The run directory
+# The run directory as the container's /opt/ml
 
 
-@dataclass(frozen=True)
-class RunDir:
-    """Paths of a local run directory (it doubles as the container's /opt/ml)."""
-
-    root: Path
-
-    @property
-    def code(self) -> Path:
-        """The uploaded source: the entry files and the experiment's source dir."""
-        return self.root / "code"
-
-    @property
-    def input_config(self) -> Path:
-        """hyperparameters.json, resourceconfig.json, inputdataconfig.json."""
-        return self.root / "input" / "config"
-
-    @property
-    def model(self) -> Path:
-        """The exported policy (SM_MODEL_DIR)."""
-        return self.root / "model"
-
-    @property
-    def output(self) -> Path:
-        """SM_OUTPUT_DIR: `failure` lands here."""
-        return self.root / "output"
-
-    @property
-    def output_data(self) -> Path:
-        """SM_OUTPUT_DATA_DIR: player logs."""
-        return self.output / "data"
-
-    @property
-    def checkpoints(self) -> Path:
-        """The checkpoint dir (/opt/ml/checkpoints)."""
-        return self.root / "checkpoints"
-
-    @property
-    def failure(self) -> Path:
-        """The launcher's one-paragraph failure reason."""
-        return self.output / "failure"
-
-    def file(self, name: str) -> Path:
-        """A run file at the top of the run dir."""
-        return self.root / name
-
-
-def default_run_dir(spec: ExperimentSpec, run_id: str, runs_root: Path = RUNS_ROOT) -> Path:
-    """`runs/<name>-<run_id>/`."""
-    return runs_root / f"{spec.name}-{run_id}"
-
-
-def git_commit(directory: Path) -> tuple[str, bool] | None:
-    """(commit, dirty) of the git checkout holding `directory`, or None outside one."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit, bool(status.strip())) if commit else None
-
-
-def prepare_run_dir(
-    run: RunDir, spec: ExperimentSpec, plan: JobPlan, *, spec_dir: Path, resume: bool
-) -> dict[str, Any]:
+def prepare_run_dir(run: RunDir, spec: ExperimentSpec, plan: JobPlan, *, spec_dir: Path, resume: bool) -> dict[str, Any]:
     """Lay out the /opt/ml tree and the run files; return the run record (run.json)."""
-    has_state = run.root.is_dir() and any(run.root.iterdir())
-    if resume:
-        if not has_state:
-            raise LocalRunError(f"{run.root}: --resume needs an existing run directory (none here)")
-        recorded = run.file("spec_hash")
-        if recorded.is_file() and recorded.read_text().strip() != spec.spec_hash:
-            raise LocalRunError(
-                f"{run.root}: --resume: the run was started from another spec (spec_hash {recorded.read_text().strip()[:10]}, "
-                f"this spec {spec.spec_hash[:10]}); resume with the same spec or use a new --run-dir"
-            )
-    elif has_state:
-        raise LocalRunError(
-            f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir"
-        )
-    for folder in (run.input_config, run.model, run.output_data, run.checkpoints):
-        folder.mkdir(parents=True, exist_ok=True)
+    check_run_dir(run, spec.spec_hash, resume=resume, record_file=RUN_FILE)
+    run.make()
     run.failure.unlink(missing_ok=True)
-    copy_code(run, plan)
-    write_input_config(run, plan)
-    import yaml
-
-    run.file(SPEC_FILE).write_text(yaml.safe_dump(spec.to_data(), sort_keys=False))
-    run.file("spec_hash").write_text(spec.spec_hash + "\n")
-    git = git_commit(spec_dir)
-    if git is not None:
-        run.file("git_commit").write_text(git[0] + (" (uncommitted changes)" if git[1] else "") + "\n")
+    lay_out_host(run, plan)
+    git = write_run_files(run, spec.to_data(), spec.spec_hash, spec_dir)
     record = {
         "run_id": plan.run_id,
         "spec_hash": spec.spec_hash,
         "name": spec.name,
+        "backend": "local",
         "git_commit": git[0] if git else None,
         "git_dirty": git[1] if git else None,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "resumed": resume,
         "plan": plan.to_json(),
     }
-    run.file(RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(run.file(RUN_FILE), record)
     return record
 
 
-def copy_code(run: RunDir, plan: JobPlan) -> None:
-    """The code dir as SageMaker builds it: the entry dir's files, each dependency as a subfolder."""
-    shutil.rmtree(run.code, ignore_errors=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(plan.estimator.get("source_dir", ENTRY_DIR), run.code, ignore=ignore)
-    for dependency in plan.estimator.get("dependencies", []):
-        source = Path(dependency)
-        shutil.copytree(source, run.code / source.name, ignore=ignore, dirs_exist_ok=True)
+def lay_out_host(tree: RunDir, plan: JobPlan, *, host: str = DEFAULT_HOST, hosts: tuple[str, ...] = (DEFAULT_HOST,)) -> None:
+    """One host's /opt/ml as the platform prepares it: the code dir and input/config."""
+    tree.make()
+    copy_code(tree, Path(plan.estimator["source_dir"]), plan.estimator.get("dependencies", []))
+    write_input_config(tree, hyperparameters=plan.estimator.get("hyperparameters", {}), channels=list(plan.fit_inputs or {}), host=host, hosts=hosts)
 
 
-def write_input_config(run: RunDir, plan: JobPlan, *, host: str = CURRENT_HOST, hosts: tuple[str, ...] = (CURRENT_HOST,)) -> None:
-    """input/config/*.json as the platform writes them (hyperparameter values are JSON-encoded strings)."""
-    hyperparameters = {key: json.dumps(value) for key, value in plan.estimator.get("hyperparameters", {}).items()}
-    resource = {"current_host": host, "hosts": list(hosts), "network_interface_name": "lo"}
-    data_config = {name: {"TrainingInputMode": "File"} for name in plan.fit_inputs or {}}
-    for name, content in (
-        ("hyperparameters.json", hyperparameters),
-        ("resourceconfig.json", resource),
-        ("inputdataconfig.json", data_config),
-    ):
-        (run.input_config / name).write_text(json.dumps(content) + "\n")
-
-
-def container_environment(
-    run: RunDir, plan: JobPlan, *, num_cpus: int, base: Mapping[str, str], host: str = CURRENT_HOST, hosts: tuple[str, ...] = (CURRENT_HOST,)
+def launcher_environment(
+    tree: RunDir, plan: JobPlan, *, num_cpus: int, base: Mapping[str, str], host: str = DEFAULT_HOST, hosts: tuple[str, ...] = (DEFAULT_HOST,)
 ) -> dict[str, str]:
-    """The launcher's environment: `base` (PATH…), the plan's variables, and the toolkit's SM_* variables."""
-    root = run.root.resolve()
-    channels = {name: str(Path(path).resolve()) for name, path in (plan.fit_inputs or {}).items() if not str(path).startswith("s3://")}
-    hyperparameters = dict(plan.estimator.get("hyperparameters", {}))
+    """The container environment of one emulated host; a source checkout without installation still finds rlrunner."""
+    channels = {name: Path(path) for name, path in (plan.fit_inputs or {}).items() if not str(path).startswith("s3://")}
+    env = container_environment(
+        tree, plan_environment=plan.environment, hyperparameters=plan.estimator.get("hyperparameters", {}), channels=channels,
+        job_name=f"{plan.estimator.get('base_job_name', 'rlrunner')}-local", num_cpus=num_cpus, base=base, host=host, hosts=hosts,
+    )  # fmt: skip
     package_root = str(Path(__file__).resolve().parents[2])
-    env = {key: value for key, value in base.items() if not key.startswith(("SM_", "RLRUNNER_", "RAY_ADDRESS"))}
-    env.update(plan.environment)
-    env.update(
-        {
-            "RLRUNNER_OPT_ML": str(root),
-            "RLRUNNER_CHECKPOINT_DIR": str(root / "checkpoints"),
-            "RLRUNNER_CODE_DIR": str(root / "code"),
-            "TRAINING_JOB_NAME": f"{plan.estimator.get('base_job_name', 'rlrunner')}-local",
-            "SM_MODEL_DIR": str(root / "model"),
-            "SM_INPUT_DIR": str(root / "input"),
-            "SM_INPUT_CONFIG_DIR": str(root / "input" / "config"),
-            "SM_OUTPUT_DIR": str(root / "output"),
-            "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-            "SM_OUTPUT_INTERMEDIATE_DIR": str(root / "output" / "intermediate"),
-            "SM_MODULE_DIR": str(root / "code"),
-            "SM_MODULE_NAME": Path(ENTRY_POINT).stem,
-            "SM_USER_ENTRY_POINT": ENTRY_POINT,
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps(hyperparameters),
-            "SM_USER_ARGS": json.dumps(entry_arguments(plan)),
-            "SM_CURRENT_HOST": host,
-            "SM_HOSTS": json.dumps(list(hosts)),
-            "SM_NUM_CPUS": str(num_cpus),
-            "SM_NUM_GPUS": "0",
-            "SM_NETWORK_INTERFACE_NAME": "lo",
-            "SM_RESOURCE_CONFIG": json.dumps({"current_host": host, "hosts": list(hosts)}),
-            "SM_LOG_LEVEL": "20",
-            "PYTHONUNBUFFERED": "1",
-            # A source checkout without installation still finds rlrunner (SageMaker's image has it installed).
-            "PYTHONPATH": os.pathsep.join(p for p in (package_root, base.get("PYTHONPATH", "")) if p),
-        }
-    )
-    for name, path in channels.items():
-        env[f"SM_CHANNEL_{name.upper()}"] = path
-    for key, value in hyperparameters.items():
-        env[f"SM_HP_{key.upper()}"] = str(value)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, base.get("PYTHONPATH", "")) if p)
     return env
-
-
-def entry_arguments(plan: JobPlan) -> list[str]:
-    """The hyperparameters as the toolkit passes them: `--key value`."""
-    args: list[str] = []
-    for key, value in plan.estimator.get("hyperparameters", {}).items():
-        args += [f"--{key}", str(value)]
-    return args
 
 
 # --------------------------------------------------------------------------------------------
 # Metrics: CSV, progress, learning curve
-
-
-class MetricsTable:
-    """One row per iteration, parsed from the launcher's metrics lines; a resumed run replaces rows it repeats."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: list[dict[str, float]] = []
-        if path.is_file():
-            with open(path, newline="") as handle:
-                for row in csv.DictReader(handle):
-                    self.rows.append({k: float(v) for k, v in row.items() if k in METRIC_NAMES and v not in ("", None)})
-
-    def add(self, values: Mapping[str, float]) -> None:
-        """Add an iteration's row (dropping rows from the same or later iterations) and rewrite the CSV."""
-        iteration = values.get("iteration")
-        if iteration is not None:
-            self.rows = [row for row in self.rows if row.get("iteration", -1) < iteration]
-        self.rows.append(dict(values))
-        self.write()
-
-    def write(self) -> None:
-        """Write the CSV (through a temporary file, so a reader never sees half of it)."""
-        partial = self.path.with_suffix(".csv.partial")
-        with open(partial, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(METRIC_NAMES))
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({name: _cell(row.get(name)) for name in METRIC_NAMES})
-        partial.replace(self.path)
-
-    @property
-    def last(self) -> dict[str, float] | None:
-        """The newest row."""
-        return self.rows[-1] if self.rows else None
-
-
-def _cell(value: float | None) -> str:
-    if value is None:
-        return ""
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
 def plot_learning_curve(rows: Iterable[Mapping[str, float]], path: Path, *, title: str) -> Path | None:
@@ -442,11 +255,6 @@ class LocalRunResult:
         }
 
 
-def launcher_command(run: RunDir, plan: JobPlan, python: str = sys.executable) -> list[str]:
-    """How the toolkit starts the entry point: the script in the code dir, hyperparameters as arguments."""
-    return [python, str((run.code / ENTRY_POINT).resolve()), *entry_arguments(plan)]
-
-
 def map_exit(code: int) -> int:
     """The launcher's exit status as rlrunner's exit code."""
     if code == 0:
@@ -469,32 +277,29 @@ def run_local(
     resume: bool = False,
     stream: IO[str] | None = None,
     bar: bool | None = None,
-    evaluate: bool = True,
     num_cpus: int | None = None,
     environ: Mapping[str, str] | None = None,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
     hosts: int = 1,
     on_host_start: Callable[[str, subprocess.Popen[str]], None] | None = None,
-    cluster_environ: Mapping[str, str] | None = None,
 ) -> LocalRunResult:
     """Train locally through the container launcher; keep everything in the run dir.
 
     `hosts` > 1 emulates that many instances (see the module docstring); `on_host_start(host,
-    process)` sees every host's launcher start, and `cluster_environ` adds variables to every
-    host's environment (RLRUNNER_CLUSTER_* timeouts, say).
+    process)` sees every host's launcher start.
     """
-    from rlrunner.entry.processes import run_processes, terminate
+    from rlrunner.processes import run_processes, terminate
 
     stream = sys.stdout if stream is None else stream
-    run = RunDir(run_dir if run_dir is not None else default_run_dir(spec, plan.run_id))
+    run = RunDir(run_dir if run_dir is not None else default_run_dir(spec.name, plan.run_id))
     prepare_run_dir(run, spec, plan, spec_dir=spec_dir, resume=resume)
     cpus = num_cpus or os.cpu_count() or 1
     base = os.environ if environ is None else environ
     host_names = tuple(f"algo-{index}" for index in range(1, hosts + 1))
-    env = container_environment(run, plan, num_cpus=cpus, base=base, host=host_names[0], hosts=host_names)
-    emulation = EmulatedHosts.start(run, plan, host_names, num_cpus=cpus, base=base, extra=cluster_environ or {}) if hosts > 1 else None
+    env = launcher_environment(run, plan, num_cpus=cpus, base=base, host=host_names[0], hosts=host_names)
+    emulation = EmulatedHosts.start(run, plan, host_names, num_cpus=cpus, base=base) if hosts > 1 else None
     if emulation is not None:
-        write_input_config(run, plan, host=host_names[0], hosts=host_names)
+        lay_out_host(run, plan, host=host_names[0], hosts=host_names)
         env.update(emulation.environment)
         if on_host_start is not None:
             for host, worker in emulation.processes.items():
@@ -508,7 +313,7 @@ def run_local(
         stream.write(f"rlrunner: run {plan.run_id} in {run.root} (full launcher output: {run.file(LOG_FILE)})\n")
     with open(run.file(LOG_FILE), "a") as log, Progress(stream, total=total, unit=unit, bar=show_bar) as progress:
         process = subprocess.Popen(
-            launcher_command(run, plan),
+            launcher_command(run, plan.estimator.get("hyperparameters", {})),
             cwd=run.code,
             env=env,
             stdout=subprocess.PIPE,
@@ -518,7 +323,7 @@ def run_local(
             bufsize=1,
             start_new_session=True,  # Ctrl-C reaches the backend only; it stops the launcher in order
         )
-        record_launcher(run, process.pid)
+        update_record(run.file(RUN_FILE), launcher_pid=process.pid)
         if on_start is not None:
             on_start(process)
         if on_host_start is not None:
@@ -573,10 +378,8 @@ def run_local(
     if run.failure.is_file():
         result.failure = run.failure.read_text().strip() or None
     curve = plot_learning_curve(table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})")
-    if result.exit_code == EXIT_OK and evaluate:
-        result.evaluation = evaluate_run(run, spec, stream)
-        if result.evaluation is None:
-            result.exit_code = EXIT_FAILED
+    if result.exit_code == EXIT_OK:
+        result.evaluation = model_files.read_evaluation(run.model)
     result.files = {
         name: str(path)
         for name, path in (
@@ -586,11 +389,17 @@ def run_local(
             ("learning_curve", curve),
             ("model", run.model),
             ("checkpoints", run.checkpoints),
-            ("evaluation", run.file(EVALUATION_FILE) if result.evaluation else None),
+            ("evaluation", run.model / model_files.EVALUATION_FILE),
         )
         if path is not None and Path(path).exists()
     }
-    finish_record(run, result, time.monotonic() - started, first_iteration_s)
+    update_record(
+        run.file(RUN_FILE),
+        finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        wall_s=round(time.monotonic() - started, 3),
+        first_iteration_s=None if first_iteration_s is None else round(first_iteration_s, 3),
+        **{key: value for key, value in result.to_json().items() if key not in ("run_dir", "files")},
+    )
     return result
 
 
@@ -607,14 +416,12 @@ class EmulatedHosts:
     exits: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
-    def start(
-        cls, run: RunDir, plan: JobPlan, hosts: tuple[str, ...], *, num_cpus: int, base: Mapping[str, str], extra: Mapping[str, str]
-    ) -> EmulatedHosts:
+    def start(cls, run: RunDir, plan: JobPlan, hosts: tuple[str, ...], *, num_cpus: int, base: Mapping[str, str]) -> EmulatedHosts:
         """Lay out the worker hosts' trees, make the cluster's token, and start their launchers."""
         import secrets
         import tempfile
 
-        from rlrunner.entry.cluster import emulation_environment
+        from rlrunner.unity.ports import free_port
 
         # Ray's Unix sockets live under its temp dir: keep its path short (a socket path has 107 bytes).
         temp_dir = Path(tempfile.mkdtemp(prefix="rlr-", dir="/tmp"))
@@ -622,23 +429,19 @@ class EmulatedHosts:
         token.touch(mode=0o600)
         token.write_text(secrets.token_hex(32))
         environment = emulation_environment(
-            hosts, port=_free_port(), client_server_port=_free_port(), temp_dir=str(temp_dir), token_path=str(token)
+            hosts, port=free_port(), client_server_port=free_port(), temp_dir=str(temp_dir), token_path=str(token)
         )
-        environment.update(extra)
         emulation = cls(run, environment, temp_dir, token)
         try:
             for host in hosts[1:]:
-                tree = RunDir(run.root / HOSTS_DIR / host)
-                for folder in (tree.input_config, tree.model, tree.output_data, tree.checkpoints):
-                    folder.mkdir(parents=True, exist_ok=True)
-                copy_code(tree, plan)
-                write_input_config(tree, plan, host=host, hosts=hosts)
-                env = container_environment(tree, plan, num_cpus=num_cpus, base=base, host=host, hosts=hosts)
+                tree = run.host(host)
+                lay_out_host(tree, plan, host=host, hosts=hosts)
+                env = launcher_environment(tree, plan, num_cpus=num_cpus, base=base, host=host, hosts=hosts)
                 env.update(environment)
                 with open(tree.file(LOG_FILE), "a") as log:
                     emulation.processes[host] = subprocess.Popen(
-                        launcher_command(tree, plan), cwd=tree.code, env=env, stdout=log, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                        launcher_command(tree, plan.estimator.get("hyperparameters", {})), cwd=tree.code, env=env, stdout=log,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
                     )  # fmt: skip
         except BaseException:
             emulation.finish(lambda _line: None, interrupted=True)
@@ -656,12 +459,12 @@ class EmulatedHosts:
                 code = stop_launcher(process)
             self.exits[host] = code
             if code != 0:
-                report(f"rlrunner: host {host} exited with {code} (log: {RunDir(self.run.root / HOSTS_DIR / host).file(LOG_FILE)})")
+                report(f"rlrunner: host {host} exited with {code} (log: {self.run.host(host).file(LOG_FILE)})")
 
     @property
     def description(self) -> dict[str, Any]:
         """Where the cluster lived: host addresses, the head's GCS address, Ray's temp dir."""
-        from rlrunner.entry.cluster import HOST_ADDRESSES_VAR, PORT_VAR
+        import json
 
         addresses = json.loads(self.environment[HOST_ADDRESSES_VAR])
         head = addresses[min(addresses)]
@@ -678,15 +481,6 @@ class EmulatedHosts:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    # Ray's GCS listens on every interface, so the port must be free on all of them.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("", 0))
-        return int(probe.getsockname()[1])
-
-
 def stop_launcher(process: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> int:
     """SIGTERM the launcher (it stops Ray and the players), then SIGKILL its process group after the grace time."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the cleanup
@@ -701,76 +495,3 @@ def stop_launcher(process: subprocess.Popen[str], grace_s: float = STOP_GRACE_S)
             return process.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def evaluate_run(run: RunDir, spec: ExperimentSpec, stream: IO[str]) -> dict[str, Any] | None:
-    """Greedy evaluation of the exported policy (`training.evaluation_episodes` episodes) into evaluation.json."""
-    try:
-        from rlrunner.entry.evaluate import evaluate_policy, write_evaluation
-    except ImportError as error:
-        stream.write(f"rlrunner: evaluation skipped: {error}\n")
-        return None
-    episodes = spec.training.evaluation_episodes
-    stream.write(f"rlrunner: evaluating the exported policy greedily over {episodes} episodes\n")
-    stream.flush()
-    try:
-        result = evaluate_policy(run.model, episodes=episodes, greedy=True, seed=spec.training.seed)
-    except Exception as error:  # the player or the model failed: the training result is still there
-        stream.write(f"rlrunner: evaluation failed: {type(error).__name__}: {error}\n")
-        return None
-    write_evaluation(result, run.root)
-    stream.write(
-        f"rlrunner: evaluation: mean {result['mean']:.4f}, max {result['max']:.4f}, min {result['min']:.4f} "
-        f"over {result['episodes']} episodes\n"
-    )
-    stream.flush()
-    return result
-
-
-def record_launcher(run: RunDir, pid: int) -> None:
-    """Note the launcher's pid (its session id too) in run.json while it runs."""
-    path = run.file(RUN_FILE)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    record["launcher_pid"] = pid
-    path.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def finish_record(run: RunDir, result: LocalRunResult, wall_s: float, first_iteration_s: float | None) -> None:
-    """Add the outcome to run.json."""
-    path = run.file(RUN_FILE)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    record.update(
-        {
-            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "wall_s": round(wall_s, 3),
-            "first_iteration_s": None if first_iteration_s is None else round(first_iteration_s, 3),
-            "exit_code": result.exit_code,
-            "launcher_exit": result.launcher_exit,
-            "hosts": result.hosts,
-            "cluster": result.cluster,
-            "failure": result.failure,
-            "metrics": result.metrics,
-            "evaluation": None if result.evaluation is None else {k: v for k, v in result.evaluation.items() if k != "returns"},
-        }
-    )
-    path.write_text(json.dumps(record, indent=2) + "\n")
-
-
-__all__ = [
-    "LocalRunError",
-    "LocalRunResult",
-    "MetricsTable",
-    "RunDir",
-    "container_environment",
-    "default_run_dir",
-    "launcher_command",
-    "plot_learning_curve",
-    "prepare_run_dir",
-    "run_local",
-]

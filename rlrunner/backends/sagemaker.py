@@ -12,8 +12,6 @@ import concurrent.futures
 import datetime as dt
 import hashlib
 import json
-import os
-import re
 import secrets
 import shutil
 import stat
@@ -25,24 +23,39 @@ from pathlib import Path
 from typing import Any
 
 from rlrunner import aws
-from rlrunner.aws import AwsContext, AwsError, aws_errors, error_code
-from rlrunner.entry.codec import MAX_ENV_VARS
-from rlrunner.entry.metrics import parse_metrics_line
-from rlrunner.runner import JobPlan
-from rlrunner.schema import RESERVED_TAG_PREFIX, ExperimentSpec
+from rlrunner.aws import (
+    AwsContext,
+    AwsError,
+    aws_errors,
+    check_bucket,
+    check_s3_object,
+    ensure_default_bucket,
+    error_code,
+    expand_image,
+    parse_s3_uri,
+    resolve_role,
+)
+from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER, AUTH_TOKEN_VAR
+from rlrunner.contract.metrics import parse_metrics_line
+from rlrunner.contract.run_dir import (
+    JOB_FILE,
+    METRICS_FILE,
+    RUNS_ROOT,
+    MetricsTable,
+    RunDir,
+    atomic_write_json,
+    check_run_dir,
+    read_json,
+    recorded_runs,
+    write_run_files,
+)
+from rlrunner.runner import RUN_ID_TAG, JobPlan
+from rlrunner.schema import ExperimentSpec
 
-__all__ = ["AwsError", "SubmittedJob", "submit"]
-
-RECORD_FILE = "job.json"
 RECORD_FORMAT = 1
-RUNS_ROOT = Path("runs")
-MODEL_DIR = "model"
-METRICS_FILE = "metrics.csv"
 BINARY_PREFIX = "rlrunner/binaries"
 CHECKPOINT_PREFIX = "rlrunner/checkpoints"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-RUN_ID_TAG = f"{RESERVED_TAG_PREFIX}run-id"
-SPEC_HASH_TAG = f"{RESERVED_TAG_PREFIX}spec-hash"
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 UPLOAD_THREADS = 8
 _HASH_BLOCK = 1 << 20
@@ -75,34 +88,12 @@ class BinaryUpload:
 # --- pure helpers ------------------------------------------------------------------------------------
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/key` as (bucket, key)."""
-    match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
-    if not match:
-        raise ValueError(f"not an S3 URI: {uri!r}")
-    return match.group(1), match.group(2)
 
 
-def ecr_domain(region: str) -> str:
-    """The DNS suffix of ECR registries in `region`."""
-    return "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
 
 
-def expand_image(image: str, account: str, region: str) -> str:
-    """A bare `name:tag` becomes `<account>.dkr.ecr.<region>.amazonaws.com/name:tag`; a full URI is kept."""
-    if "/" in image:
-        return image
-    return f"{account}.dkr.ecr.{region}.{ecr_domain(region)}/{image}"
 
 
-def role_from_identity(arn: str) -> str | None:
-    """The IAM role behind an STS identity ARN (an assumed role), or None for users and root."""
-    match = re.fullmatch(r"arn:(aws[a-z\-]*):sts::(\d{12}):assumed-role/([^/]+)/.+", arn)
-    if match:
-        return f"arn:{match.group(1)}:iam::{match.group(2)}:role/{match.group(3)}"
-    if re.fullmatch(r"arn:aws[a-z\-]*:iam::\d{12}:role/.+", arn):
-        return arn
-    return None
 
 
 def make_job_name(base: str, now: dt.datetime) -> str:
@@ -117,9 +108,6 @@ def console_url(region: str, job_name: str) -> str:
     return f"https://{region}.console.{domain}/sagemaker/home?region={region}#/jobs/{job_name}"
 
 
-def default_bucket_name(region: str, account: str) -> str:
-    """The SDK's default bucket name: `sagemaker-<region>-<account>`."""
-    return f"sagemaker-{region}-{account}"
 
 
 def model_artifact_uri(output_path: str, job_name: str) -> str:
@@ -138,9 +126,9 @@ def resolve_estimator_kwargs(
     if planned.get("use_spot_instances") and not planned.get("checkpoint_s3_uri"):
         kwargs["checkpoint_s3_uri"] = f"s3://{bucket}/{CHECKPOINT_PREFIX}/{job_name}/"
     environment = dict(planned.get("environment") or {})
-    if planned.get("instance_count", 1) > 1 and "RAY_AUTH_TOKEN" not in environment and len(environment) < MAX_ENV_VARS:
-        # The hosts' Ray nodes listen on the VPC: a token per job keeps other machines out of the cluster.
-        kwargs["environment"] = {**environment, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    if environment.get(AUTH_TOKEN_VAR) == AUTH_TOKEN_PLACEHOLDER:
+        # The hosts' Ray nodes listen on the VPC: a token per job (its slot reserved by the plan) keeps others out.
+        kwargs["environment"] = {**environment, AUTH_TOKEN_VAR: secrets.token_hex(32)}
     return kwargs
 
 
@@ -236,73 +224,12 @@ def upload_binary_folder(s3: Any, folder: Path, bucket: str, *, echo: Callable[[
 # --- preflight: everything checked before anything is uploaded or created -------------------------------
 
 
-def resolve_role(ctx: AwsContext, planned: str | None) -> str:
-    """The planned role (compute.role or $SAGEMAKER_ROLE), else the role of the current identity."""
-    if planned:
-        return planned
-    # sagemaker.get_execution_role() would do the same but talks to the public STS endpoint directly,
-    # ignoring AWS_ENDPOINT_URL / VPC endpoints; this asks through the configured client.
-    arn = ctx.caller_arn
-    role = role_from_identity(arn)
-    if role is None:
-        raise AwsError(
-            f"compute.role: no IAM role for the training job: set compute.role in the spec or $SAGEMAKER_ROLE "
-            f"(the current AWS identity {arn} is not a role)"
-        )
-    return role
 
 
-def check_bucket(s3: Any, bucket: str, what: str) -> None:
-    """AwsError unless `bucket` exists and is reachable."""
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as error:
-        code = error_code(error)
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            raise AwsError(f"{what}: bucket {bucket} does not exist") from None
-        if code in ("403", "AccessDenied", "Forbidden"):
-            raise AwsError(f"{what}: access to bucket {bucket} is denied") from None
-        raise AwsError(f"{what}: bucket {bucket}: {aws.describe_error(error)}") from None
-    except Exception as error:
-        raise AwsError(f"{what}: bucket {bucket}: {aws.describe_error(error)}") from None
 
 
-def check_s3_object(s3: Any, uri: str, what: str) -> None:
-    """AwsError unless the S3 object exists (its bucket too)."""
-    from botocore.exceptions import ClientError
-
-    bucket, key = parse_s3_uri(uri)
-    check_bucket(s3, bucket, what)
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error_code(error) in ("404", "NoSuchKey", "NotFound"):
-            raise AwsError(f"{what}: {uri} does not exist") from None
-        raise AwsError(f"{what}: {uri}: {aws.describe_error(error)}") from None
 
 
-def ensure_default_bucket(ctx: AwsContext) -> str:
-    """The SDK config's DefaultS3Bucket, else `sagemaker-<region>-<account>`, created if missing."""
-    from botocore.exceptions import ClientError
-
-    configured = aws.config_value(ctx.sdk_config, aws.DEFAULT_BUCKET_CONFIG_PATH)
-    bucket = str(configured) if configured else default_bucket_name(ctx.region, ctx.account_id)
-    s3 = ctx.client("s3")
-    owner = {} if configured else {"ExpectedBucketOwner": ctx.account_id}  # a same-named bucket of another account
-    try:
-        s3.head_bucket(Bucket=bucket, **owner)
-        return bucket
-    except ClientError as error:
-        if error_code(error) in ("403", "AccessDenied", "Forbidden"):
-            raise AwsError(f"default bucket {bucket}: exists but is not yours or not accessible; set compute.output_path") from None
-        if error_code(error) not in ("404", "NoSuchBucket", "NotFound"):
-            raise AwsError(f"default bucket {bucket}: {aws.describe_error(error)}") from None
-    with aws_errors(f"default bucket {bucket}: create"):
-        location = {} if ctx.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": ctx.region}}
-        s3.create_bucket(Bucket=bucket, **location)
-    return bucket
 
 
 # --- the run directory's record -------------------------------------------------------------------------
@@ -310,35 +237,21 @@ def ensure_default_bucket(ctx: AwsContext) -> str:
 
 def read_record(run_dir: Path) -> dict[str, Any]:
     """The job record a SageMaker run left in its run directory."""
-    path = run_dir / RECORD_FILE
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AwsError(f"{path}: no SageMaker job recorded in this run directory") from None
-    except json.JSONDecodeError as error:
-        raise AwsError(f"{path}: not valid JSON ({error})") from None
-    return data
+    path = run_dir / JOB_FILE
+    record = read_json(path)
+    if record is None:
+        raise AwsError(f"{path}: no SageMaker job recorded in this run directory")
+    return record
 
 
 def write_record(run_dir: Path, record: Mapping[str, Any]) -> Path:
     """Write `job.json` atomically."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RECORD_FILE
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    partial.replace(path)
-    return path
+    return atomic_write_json(run_dir / JOB_FILE, dict(record))
 
 
-def recorded_runs(runs_root: Path = RUNS_ROOT) -> list[tuple[Path, dict[str, Any]]]:
+def job_runs(runs_root: Path = RUNS_ROOT) -> list[tuple[Path, dict[str, Any]]]:
     """Every run directory under `runs_root` with a job record, newest submission first."""
-    found = []
-    for path in runs_root.glob(f"*/{RECORD_FILE}"):
-        try:
-            found.append((path.parent, json.loads(path.read_text())))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return sorted(found, key=lambda item: str(item[1].get("submitted_at", "")), reverse=True)
+    return sorted(recorded_runs(runs_root, JOB_FILE), key=lambda item: str(item[1].get("submitted_at", "")), reverse=True)
 
 
 # --- submission ---------------------------------------------------------------------------------------
@@ -388,7 +301,7 @@ def submit(
     echo: Callable[[str], None] = print,
 ) -> SubmittedJob:
     """Start the plan as a SageMaker training job (raises AwsError: exit 4); with `wait`, follow it and fetch the model."""
-    check_run_dir(run_dir, spec, resume=resume)
+    check_run_dir(RunDir(run_dir), spec.spec_hash, resume=resume, record_file=JOB_FILE)
     ctx = (session_factory or aws.connect)()
     s3 = ctx.client("s3")
     job_name = make_job_name(str(job.estimator["base_job_name"]), dt.datetime.now(dt.UTC))
@@ -458,7 +371,7 @@ def submit(
         "previous_jobs": _previous_jobs(run_dir),
         "plan": job.to_json(),
     }
-    write_run_files(run_dir, spec, spec_dir)
+    write_run_files(RunDir(run_dir), spec.to_data(), spec.spec_hash, spec_dir)
     write_record(run_dir, record)
     url = record["console_url"]
     echo(f"submitted training job {job_name} ({kwargs['instance_count']} x {kwargs['instance_type']}, {ctx.region})")
@@ -471,43 +384,9 @@ def submit(
     return finish(ctx, description, run_dir, echo=echo)
 
 
-def check_run_dir(run_dir: Path, spec: ExperimentSpec, *, resume: bool) -> None:
-    """Like a local run: a used run dir needs --resume (same spec), and --resume needs a recorded job."""
-    used = run_dir.is_dir() and any(run_dir.iterdir())
-    if resume:
-        if not (run_dir / RECORD_FILE).is_file():
-            raise AwsError(f"{run_dir}: --resume needs a run directory with a SageMaker job record ({RECORD_FILE}); none here")
-        recorded = read_record(run_dir).get("spec_hash")
-        if recorded and recorded != spec.spec_hash:
-            raise AwsError(
-                f"{run_dir}: --resume: the run was started from another spec (spec_hash {str(recorded)[:10]}, "
-                f"this spec {spec.spec_hash[:10]}); resume with the same spec or use a new --run-dir"
-            )
-    elif used:
-        raise AwsError(f"{run_dir}: the run directory exists; continue it with --resume, or pick another with --run-dir")
-
-
-def write_run_files(run_dir: Path, spec: ExperimentSpec, spec_dir: Path) -> None:
-    """The files every run directory has: the resolved spec, its hash and the git commit (as a local run writes them)."""
-    import yaml
-
-    from rlrunner.backends.local import SPEC_FILE, git_commit
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_data(), sort_keys=False))
-    (run_dir / "spec_hash").write_text(spec.spec_hash + "\n")
-    git = git_commit(spec_dir)
-    if git is not None:
-        (run_dir / "git_commit").write_text(git[0] + (" (uncommitted changes)" if git[1] else "") + "\n")
-
-
 def _previous_jobs(run_dir: Path) -> list[str]:
-    path = run_dir / RECORD_FILE
-    if not path.is_file():
-        return []
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    old = read_json(run_dir / JOB_FILE)
+    if old is None:
         return []
     return [*old.get("previous_jobs", []), old["job_name"]] if old.get("job_name") else list(old.get("previous_jobs", []))
 
@@ -517,7 +396,7 @@ def finish(ctx: AwsContext, description: Mapping[str, Any], run_dir: Path, *, ec
     name = str(description["TrainingJobName"])
     status = str(description["TrainingJobStatus"])
     reason = description.get("FailureReason")
-    if (run_dir / RECORD_FILE).is_file():
+    if (run_dir / JOB_FILE).is_file():
         record = read_record(run_dir)
         if record.get("job_name") == name:
             write_record(run_dir, {**record, "final_status": status, "failure_reason": reason})
@@ -596,8 +475,6 @@ def follow_job(
 
     With `metrics_csv`, each metrics line also becomes a row of that file (the local backend's metrics.csv).
     """
-    from rlrunner.backends.local import MetricsTable
-
     table = MetricsTable(metrics_csv) if metrics_csv is not None else None
     tail = LogTail(ctx, job_name)
     last_status = None
@@ -660,8 +537,8 @@ def download_model(ctx: AwsContext, description: Mapping[str, Any], run_dir: Pat
         if error_code(error) in ("404", "NoSuchKey", "NotFound"):
             raise AwsError(f"{uri}: model artifact of job {name} does not exist") from None
         raise AwsError(f"{uri}: {aws.describe_error(error)}") from None
-    target = run_dir / MODEL_DIR
-    staging = run_dir / f"{MODEL_DIR}.partial"
+    target = RunDir(run_dir).model
+    staging = target.with_name(f"{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -681,7 +558,7 @@ def download_model(ctx: AwsContext, description: Mapping[str, Any], run_dir: Pat
 
 
 def _note_download(run_dir: Path, uri: str) -> None:
-    path = run_dir / RECORD_FILE
+    path = run_dir / JOB_FILE
     if path.is_file():
         record = json.loads(path.read_text())
         record["model_downloaded"] = {"from": uri, "at": dt.datetime.now(dt.UTC).isoformat()}
@@ -721,13 +598,13 @@ class JobRef:
 def resolve_refs(reference: str | None, *, runs_root: Path = RUNS_ROOT) -> list[JobRef]:
     """`JOB`, `RUN_DIR` or nothing (every recorded run) as job names with their run directories."""
     if reference is None:
-        return [JobRef(str(record["job_name"]), run_dir) for run_dir, record in recorded_runs(runs_root) if record.get("job_name")]
+        return [JobRef(str(record["job_name"]), run_dir) for run_dir, record in job_runs(runs_root) if record.get("job_name")]
     path = Path(reference)
     if path.is_dir():
         return [JobRef(str(read_record(path)["job_name"]), path)]
-    if path.name == RECORD_FILE and path.is_file():
+    if path.name == JOB_FILE and path.is_file():
         return [JobRef(str(read_record(path.parent)["job_name"]), path.parent)]
-    for run_dir, record in recorded_runs(runs_root):
+    for run_dir, record in job_runs(runs_root):
         if record.get("job_name") == reference or reference in record.get("previous_jobs", []):
             return [JobRef(reference, run_dir if record.get("job_name") == reference else None)]
     return [JobRef(reference, None)]
@@ -745,76 +622,19 @@ def run_dir_for(ctx: AwsContext, ref: JobRef, description: Mapping[str, Any], *,
     return runs_root / ref.job_name
 
 
-# --- sweeps ---------------------------------------------------------------------------------------------
-
-
-def sweep_backend(
-    spec_dir: Path,
-    *,
-    echo: Callable[[str], None] = print,
-    runs_root: Path = RUNS_ROOT,
-    poll_s: float = 30.0,
-    session_factory: Callable[[], AwsContext] | None = None,
-) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """`launch` and `finished` for `rlrunner sweep` on SageMaker: each point is a job followed to its end."""
-    from rlrunner.backends.local import default_run_dir
-    from rlrunner.runner import plan
-    from rlrunner.sweep import PointResult
-
-    def run_dir_of(point: Any) -> Path:
-        return default_run_dir(point.spec, point.run_id, runs_root)
-
-    def launch(point: Any) -> Any:
-        run_dir = run_dir_of(point)
-
-        def say(line: str) -> None:
-            echo(f"point {point.index}: {line}")
-
-        recorded = (run_dir / RECORD_FILE).is_file()
-        ctx = (session_factory or aws.connect)()
-        if recorded and read_record(run_dir).get("final_status") is None:  # an earlier try still running: follow it
-            name = str(read_record(run_dir)["job_name"])
-            if describe_job(ctx, name)["TrainingJobStatus"] not in TERMINAL_STATUSES:
-                say(f"following {name}, started by an earlier sweep")
-                finish(ctx, follow_job(ctx, name, poll_s=poll_s, echo=say, metrics_csv=run_dir / METRICS_FILE), run_dir, echo=say)
-                return point_result(run_dir, point.run_id, PointResult)
-        job = plan(point.spec, spec_dir=spec_dir, environ=os.environ)
-        submit(job, point.spec, run_dir=run_dir, spec_dir=spec_dir, resume=recorded, wait=True, poll_s=poll_s,
-               session_factory=lambda: ctx, echo=say)
-        return point_result(run_dir, point.run_id, PointResult)
-
-    def finished(point: Any) -> Any:
-        result = point_result(run_dir_of(point), point.run_id, PointResult, status="skipped")
-        return result if result is not None and not result.message else None
-
-    return launch, finished
-
-
-def point_result(run_dir: Path, run_id: str, result_class: Any, status: str | None = None) -> Any:
-    """A sweep point's result from its SageMaker run dir (None before its job ended)."""
-    from rlrunner.sweep import read_curve
-
-    try:
-        record = read_record(run_dir)
-    except AwsError:
-        return None
-    final = record.get("final_status")
-    if final is None:
-        return None
-    curve = read_curve(run_dir / METRICS_FILE)
-    evaluation = run_dir / MODEL_DIR / "evaluation.json"
-    mean: float | None = None
-    if evaluation.is_file():
-        mean = json.loads(evaluation.read_text()).get("mean")
-    elif curve:
-        mean = curve[-1][1]
-    ok = final == "Completed" and (run_dir / MODEL_DIR).is_dir()
-    return result_class(
-        run_id,
-        status or ("finished" if ok else "failed"),
-        mean_return=mean,
-        best_checkpoint=record.get("checkpoint_s3_uri"),
-        run_dir=str(run_dir),
-        message="" if ok else f"job {record.get('job_name')} {final}: {record.get('failure_reason') or 'no model'}",
-        curve=curve,
-    )
+def job_status(ctx: AwsContext, ref: JobRef, *, download: bool, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """A job's status row (`rlrunner status`); with `download`, a completed job's model is fetched into its known run dir."""
+    description = describe_job(ctx, ref.job_name)
+    row = summarize(description)
+    row["tags"] = job_tags(description, ctx)
+    run_dir = run_dir_for(ctx, ref, description)
+    row["run_dir"] = str(run_dir)
+    model_dir = RunDir(run_dir).model
+    known = ref.run_dir is not None or run_dir.is_dir()
+    if download and known and row["status"] == "Completed" and not model_dir.is_dir():
+        try:
+            download_model(ctx, description, run_dir, echo=echo)
+        except AwsError as error:  # the listing goes on; `rlrunner download` retries
+            echo(f"model not downloaded: {error}")
+    row["model_dir"] = str(model_dir) if model_dir.is_dir() else None
+    return row

@@ -7,6 +7,7 @@ custom RLModule class it loaded); everything here is a pure function of them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from rlrunner.schema import Experiment
@@ -62,12 +63,11 @@ def check_spaces(algorithm: str, observation_space: gymnasium.Space[Any], action
         )
 
 
-def env_config(experiment: Experiment, *, log_dir: str | None) -> dict[str, Any]:
-    """What `make_unity_env` receives: the experiment's environment block, the seed and the log dir."""
-    config: dict[str, Any] = experiment.environment.model_dump(mode="json")
-    config["seed"] = experiment.training.seed
-    config["log_dir"] = log_dir
-    return config
+def env_config(experiment: Experiment, executable: Path, *, log_dir: str | None) -> dict[str, Any]:
+    """What `make_unity_env` receives: the typed environment spec, the player executable, the seed and the log dir."""
+    from rlrunner.entry.unity_env import unity_env_config
+
+    return unity_env_config(experiment.environment, executable, seed=experiment.training.seed, log_dir=log_dir)
 
 
 def model_config(experiment: Experiment) -> dict[str, Any]:

@@ -38,105 +38,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
-DEFAULT_PORT = 6379
-DEFAULT_JOIN_TIMEOUT_S = 600.0
-DEFAULT_HEAD_TIMEOUT_S = 60.0
-DEFAULT_START_TIMEOUT_S = 120.0
+from rlrunner.contract.cluster_env import ClusterError, ClusterSettings, read_cluster_settings
+
 ACK_TIMEOUT_S = 15.0
 POLL_S = 1.0
-
-HOST_ADDRESSES_VAR = "RLRUNNER_HOST_ADDRESSES"
-PORT_VAR = "RLRUNNER_RAY_PORT"
-CLIENT_PORT_VAR = "RLRUNNER_RAY_CLIENT_PORT"
-TEMP_DIR_VAR = "RLRUNNER_RAY_TEMP_DIR"
-JOIN_TIMEOUT_VAR = "RLRUNNER_CLUSTER_JOIN_TIMEOUT_S"
-MIN_HOSTS_VAR = "RLRUNNER_CLUSTER_MIN_HOSTS"
-HEAD_TIMEOUT_VAR = "RLRUNNER_CLUSTER_HEAD_TIMEOUT_S"
-START_TIMEOUT_VAR = "RLRUNNER_CLUSTER_START_TIMEOUT_S"
-AUTH_TOKEN_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-CLUSTER_VARIABLES = (
-    HOST_ADDRESSES_VAR, PORT_VAR, CLIENT_PORT_VAR, TEMP_DIR_VAR, JOIN_TIMEOUT_VAR, MIN_HOSTS_VAR, HEAD_TIMEOUT_VAR,
-    START_TIMEOUT_VAR, *AUTH_TOKEN_VARS,
-)  # fmt: skip
-"""The variables `read_cluster_settings` reads (the launcher keeps them when it reads its environment)."""
-
 DONE_KEY = b"rlrunner/done"
 ACK_PREFIX = b"rlrunner/ack/"
 STARTED_MARKER = "Ray runtime started."
 CLUSTER_FILE = "cluster.json"
 
 
-class ClusterError(RuntimeError):
-    """The cluster could not be formed, or lost its head; the message says which host and why."""
-
-
 # --------------------------------------------------------------------------------------------
-# Settings and plan (pure)
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """How hosts find each other and how long they wait, as plain values."""
-
-    port: int = DEFAULT_PORT
-    """The head's GCS port."""
-    host_addresses: dict[str, str] = field(default_factory=dict)
-    """Fixed host → address map (the local emulation); hosts not in it resolve by DNS."""
-    client_server_port: int | None = None
-    """The head's Ray client server port (None: Ray's default, 10001)."""
-    temp_dir: str | None = None
-    """Ray's temp dir on the head (None: /tmp/ray); kept short, Unix socket paths live under it."""
-    join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S
-    """Seconds the head waits for all hosts, and a worker for the head."""
-    min_hosts: int | None = None
-    """Hosts (the head included) enough to train after join_timeout_s (None: all)."""
-    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
-    """Seconds a worker host waits for an unreachable head before it exits non-zero."""
-    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
-    """Seconds one `ray start` may take to report that its node runs."""
-    auth: Literal["token", "disabled"] = "disabled"
-    """Ray's token authentication: on when RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH is set."""
-
-
-def read_cluster_settings(environ: Mapping[str, str]) -> ClusterSettings:
-    """The cluster settings from rlrunner's variables (defaults suit SageMaker)."""
-    addresses = _json_object(environ.get(HOST_ADDRESSES_VAR), HOST_ADDRESSES_VAR)
-    min_hosts = environ.get(MIN_HOSTS_VAR)
-    return ClusterSettings(
-        port=_number(environ, PORT_VAR, DEFAULT_PORT, int),
-        host_addresses={str(k): str(v) for k, v in addresses.items()},
-        client_server_port=_number(environ, CLIENT_PORT_VAR, None, int),
-        temp_dir=environ.get(TEMP_DIR_VAR) or None,
-        join_timeout_s=_number(environ, JOIN_TIMEOUT_VAR, DEFAULT_JOIN_TIMEOUT_S, float),
-        min_hosts=int(min_hosts) if min_hosts else None,
-        head_timeout_s=_number(environ, HEAD_TIMEOUT_VAR, DEFAULT_HEAD_TIMEOUT_S, float),
-        start_timeout_s=_number(environ, START_TIMEOUT_VAR, DEFAULT_START_TIMEOUT_S, float),
-        auth="token" if any(environ.get(name) for name in AUTH_TOKEN_VARS) else "disabled",
-    )
-
-
-def _json_object(text: str | None, name: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        raise ClusterError(f"{name}: not JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ClusterError(f"{name}: expected a JSON object of host names to addresses (got {text[:80]!r})")
-    return value
-
-
-def _number(environ: Mapping[str, str], name: str, default: Any, kind: Callable[[str], Any]) -> Any:
-    text = environ.get(name)
-    if not text:
-        return default
-    try:
-        return kind(text)
-    except ValueError:
-        raise ClusterError(f"{name}: expected a number (got {text!r})") from None
+# Plan (pure)
 
 
 @dataclass(frozen=True)
@@ -175,31 +90,8 @@ def plan_cluster(hosts: Sequence[str], current_host: str, settings: ClusterSetti
         raise ClusterError(f"current_host {current_host!r} is not among the hosts {list(ordered)}")
     minimum = len(ordered) if settings.min_hosts is None else settings.min_hosts
     if not 1 <= minimum <= len(ordered):
-        raise ClusterError(f"{MIN_HOSTS_VAR}: must be between 1 and {len(ordered)} (got {minimum})")
+        raise ClusterError(f"compute.cluster.min_hosts: must be between 1 and {len(ordered)} (got {minimum})")
     return ClusterPlan(hosts=ordered, current_host=current_host, min_hosts=minimum)
-
-
-def emulated_addresses(hosts: Sequence[str]) -> dict[str, str]:
-    """Loopback addresses for hosts emulated on one machine: 127.0.0.2, 127.0.0.3, ... (never 127.0.0.1)."""
-    if len(hosts) > 250:
-        raise ClusterError(f"at most 250 emulated hosts (got {len(hosts)})")
-    return {host: f"127.0.0.{index + 2}" for index, host in enumerate(sorted(hosts))}
-
-
-def emulation_environment(
-    hosts: Sequence[str], *, port: int, client_server_port: int, temp_dir: str, token_path: str, head_timeout_s: float | None = None
-) -> dict[str, str]:
-    """What every emulated host's launcher gets on top of its container environment (the local backend's part)."""
-    env = {
-        HOST_ADDRESSES_VAR: json.dumps(emulated_addresses(hosts), sort_keys=True),
-        PORT_VAR: str(port),
-        CLIENT_PORT_VAR: str(client_server_port),
-        TEMP_DIR_VAR: temp_dir,
-        "RAY_AUTH_TOKEN_PATH": token_path,
-    }
-    if head_timeout_s is not None:
-        env[HEAD_TIMEOUT_VAR] = f"{head_timeout_s:g}"
-    return env
 
 
 def check_node_address(host: str, address: str) -> str:
@@ -504,7 +396,7 @@ class RayNode:
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM `ray start` (it drains and stops its node), then stop whatever is left of its session."""
-        from rlrunner.entry.processes import session_members, terminate
+        from rlrunner.processes import session_members, terminate
 
         process = self.process
         if process is not None:
@@ -806,7 +698,6 @@ def run_worker_host(
 
 __all__ = [
     "CLUSTER_FILE",
-    "CLUSTER_VARIABLES",
     "ClusterError",
     "ClusterPlan",
     "ClusterSettings",
@@ -817,8 +708,6 @@ __all__ = [
     "check_node_address",
     "configure_algorithm",
     "configure_process",
-    "emulated_addresses",
-    "emulation_environment",
     "env_runner_hosts",
     "head_cluster",
     "head_command",

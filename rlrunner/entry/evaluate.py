@@ -1,26 +1,30 @@
 """Play the exported ONNX policy (the model that serving loads) in the experiment's environment.
 
-The environment is made by `rlrunner.entry.unity_env.make_unity_env`, so episodes run through the real
-ML-Agents protocol; a vector env (several areas) plays its areas side by side.
+The environment is made by `rlrunner.entry.unity_env.make_unity_env` from the experiment's typed
+`EnvironmentSpec` and a player executable, so episodes run through the real ML-Agents protocol; a vector
+env (several areas) plays its areas side by side.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import statistics
-import tempfile
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlrunner.entry.policy import OnnxPolicy, read_experiment
+from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, RlrunnerError
+from rlrunner.contract.model_dir import DEFAULT_EVALUATION_EPISODES
+from rlrunner.policy import OnnxPolicy, read_experiment
+from rlrunner.schema import EnvironmentSpec
+from rlrunner.unity.errors import UnityEnvError
 
 DEFAULT_STEP_LIMIT = 1000
 """Step limit of an evaluation episode when the experiment sets none (Basic can loop forever)."""
-EVALUATION_FILE = "evaluation.json"
 
 EnvFactory = Callable[[Mapping[str, Any]], Any]
 Chooser = Callable[[np.ndarray], np.ndarray]
@@ -33,13 +37,20 @@ def evaluate_policy(
     greedy: bool = True,
     seed: int | None = None,
     step_limit: int | None = None,
+    executable: Path | None = None,
     env_factory: EnvFactory | None = None,
 ) -> dict[str, Any]:
-    """Play `episodes` episodes with the model dir's policy; return episodes, mean, max, min, mean_length, returns."""
+    """Play `episodes` episodes with the model dir's policy; return episodes, mean, max, min, mean_length, returns.
+
+    `executable`: the player build; by default the one the model dir's experiment names (see `recorded_executable`).
+    """
     if episodes < 1:
         raise ValueError(f"episodes: must be >= 1 (got {episodes})")
     policy = OnnxPolicy.from_dir(model_dir, threads=1)
-    env_config = evaluation_env_config(read_experiment(model_dir), seed=seed, step_limit=step_limit)
+    environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
+    if executable is None:
+        executable = recorded_executable(environment)
+    env_config = evaluation_env_config(environment, executable, seed=seed, step_limit=step_limit)
     choose = make_chooser(policy, greedy=greedy, seed=seed)
     env = (env_factory or _make_unity_env)(env_config)
     try:
@@ -52,21 +63,32 @@ def evaluate_policy(
     return summarize(returns, lengths) | {"greedy": greedy, "seed": seed, "model_dir": str(model_dir)}
 
 
+def recorded_executable(environment: EnvironmentSpec) -> Path:
+    """The player of a recorded experiment on this machine: a registry name resolved, or the binary's local path."""
+    if environment.name is not None:
+        from rlrunner.envs.registry import resolve_environment
+
+        return resolve_environment(environment.name)
+    if environment.binary_on_s3:
+        raise UnityEnvError(f"environment.binary: {environment.binary} is on S3; evaluation needs a local player build")
+    return Path(str(environment.binary))
+
+
 def _make_unity_env(env_config: Mapping[str, Any]) -> Any:
     from rlrunner.entry.unity_env import make_unity_env
 
     return make_unity_env(env_config)
 
 
-def evaluation_env_config(experiment: Mapping[str, Any], *, seed: int | None, step_limit: int | None) -> dict[str, Any]:
-    """The env config for evaluation: the experiment's environment block, seeded, with a step limit."""
-    config = dict(experiment["environment"])
-    config["seed"] = seed
-    if step_limit is not None:
-        config["max_episode_steps"] = step_limit
-    elif config.get("max_episode_steps") is None:
-        config["max_episode_steps"] = DEFAULT_STEP_LIMIT
-    return config
+def evaluation_env_config(
+    environment: EnvironmentSpec, executable: Path, *, seed: int | None, step_limit: int | None
+) -> dict[str, Any]:
+    """The env config for evaluation: the experiment's environment, seeded, with a step limit."""
+    limit = step_limit if step_limit is not None else environment.max_episode_steps or DEFAULT_STEP_LIMIT
+    environment = EnvironmentSpec.model_validate(environment.model_dump() | {"max_episode_steps": limit})
+    from rlrunner.entry.unity_env import unity_env_config  # mlagents_envs and gymnasium: only when playing
+
+    return unity_env_config(environment, executable, seed=seed, log_dir=None)
 
 
 def make_chooser(policy: OnnxPolicy, *, greedy: bool, seed: int | None) -> Chooser:
@@ -140,27 +162,38 @@ def summarize(returns: list[float], lengths: list[int]) -> dict[str, Any]:
     }
 
 
-def default_episodes(model_dir: str | Path) -> int:
-    """The experiment's `training.evaluation_episodes` (20 when it does not say)."""
-    training = read_experiment(model_dir).get("training") or {}
-    return int(training.get("evaluation_episodes") or 20)
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rlrunner.entry.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path, help="A model dir (policy.onnx, policy.json, experiment.json).")
+    parser.add_argument("--episodes", type=int, default=None, help="Episodes to play (default: training.evaluation_episodes).")
+    parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True, help="Greedy actions, or sampled ones.")
+    parser.add_argument("--stochastic", dest="greedy", action="store_false", help="Same as --no-greedy.")
+    parser.add_argument("--seed", type=int, default=None, help="Seed of the player and of sampled actions.")
+    return parser.parse_args(argv)
 
 
-def write_evaluation(result: Mapping[str, Any], directory: str | Path) -> Path:
-    """Write `evaluation.json` into `directory` atomically; return its path."""
-    path = Path(directory) / EVALUATION_FILE
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".evaluation-", suffix=".json", delete=False) as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    os.replace(handle.name, path)
-    return path
+def main(argv: Sequence[str] | None = None) -> int:
+    """Evaluate a model dir; print the result as JSON on stdout, or one line on stderr and an exit code."""
+    args = parse_args(argv)
+    try:
+        episodes = args.episodes
+        if episodes is None:
+            training = read_experiment(args.model_dir).get("training") or {}
+            episodes = int(training.get("evaluation_episodes") or DEFAULT_EVALUATION_EPISODES)
+        result = evaluate_policy(args.model_dir, episodes=episodes, greedy=args.greedy, seed=args.seed)
+    except RlrunnerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except UnityEnvError as error:
+        print(f"error: evaluate: {error}", file=sys.stderr)
+        return EXIT_INFRA
+    except (ValueError, OSError) as error:
+        print(f"error: evaluate: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return EXIT_OK
 
 
-def locate_model_dir(path: str | Path) -> tuple[Path, Path]:
-    """(model dir, dir for evaluation.json) from a run dir (`<run>/model/`) or a model dir itself."""
-    path = Path(path)
-    if (path / "model" / "policy.onnx").is_file():
-        return path / "model", path
-    if path.name == "model" and (path / "policy.onnx").is_file():
-        return path, path.parent
-    return path, path
+if __name__ == "__main__":
+    sys.exit(main())

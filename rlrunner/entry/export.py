@@ -6,7 +6,6 @@ action distribution's deterministic sample, then the env runner's unsquash/clip 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-ONNX_FILE = "policy.onnx"
-POLICY_FILE = "policy.json"
-EXPERIMENT_FILE = "experiment.json"
-INPUT_NAME = "obs"
-OUTPUT_NAMES = ("actions", "action_dist_inputs")
+from rlrunner.contract.errors import RunFailedError
+from rlrunner.contract.model_dir import EXPERIMENT_FILE, FORMAT, INPUT_NAME, METADATA_FILE, ONNX_FILE, OUTPUT_NAMES
+from rlrunner.contract.run_dir import atomic_write_json
+
 OPSET = 17
-MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 
-class ExportError(RuntimeError):
+class ExportError(RunFailedError):
     """The policy cannot be exported (unsupported spaces, or a module torch cannot trace)."""
 
 
@@ -97,15 +94,17 @@ def _register_symbolics() -> None:
 
 def load_rl_module(checkpoint: Path) -> Any:
     """The trained RLModule (learner side, full) from an algorithm checkpoint."""
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    module: Any = RLModule.from_checkpoint(str((checkpoint / MODULE_SUBDIR).resolve()))
+    subdir = Path(COMPONENT_LEARNER_GROUP) / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
+    module: Any = RLModule.from_checkpoint(str((checkpoint / subdir).resolve()))
     module.eval()
     return module
 
 
 def space_description(space: gymnasium.Space[Any]) -> dict[str, Any]:
-    """A JSON description of a gymnasium space, in the format `rlrunner.entry.policy` reads."""
+    """A JSON description of a gymnasium space, in the format `rlrunner.policy` reads."""
     if isinstance(space, gymnasium.spaces.Box):
         return {"type": "box", "shape": list(space.shape), "dtype": str(space.dtype), "low": _bounds(space.low), "high": _bounds(space.high)}
     if isinstance(space, gymnasium.spaces.Discrete):
@@ -138,7 +137,7 @@ def export_policy(
     if not isinstance(observation_space, gymnasium.spaces.Box):
         raise ExportError(f"export: observation space {observation_space} is not a Box; the ONNX input is one tensor")
     description = {
-        "format": 1,
+        "format": FORMAT,
         "run_id": experiment.get("run_id"),
         "spec_hash": experiment.get("spec_hash"),
         "name": experiment.get("name"),
@@ -185,8 +184,8 @@ def export_policy(
         partial.unlink(missing_ok=True)
         raise ExportError(f"export: torch.onnx.export failed for {type(module).__name__}: {error}") from error
     partial.replace(target)
-    (model_dir / POLICY_FILE).write_text(json.dumps(description, indent=2) + "\n")
-    (model_dir / EXPERIMENT_FILE).write_text(json.dumps(dict(experiment), indent=2, sort_keys=True) + "\n")
+    atomic_write_json(model_dir / METADATA_FILE, description)
+    atomic_write_json(model_dir / EXPERIMENT_FILE, dict(experiment))
     return description
 
 

@@ -1,157 +1,60 @@
 """The generic launcher: train an RLlib algorithm on a Unity environment from an rlrunner experiment.
 
-Runs as `python -m rlrunner.entry.train_unity` (the local backend) and as RLEstimator's entry point,
-a script that SageMaker's toolkit runs from the uploaded code dir with the hyperparameters as
-`--key value` arguments (ignored: the experiment comes from the RLRUNNER_EXPERIMENT* variables).
+Runs as `python -m rlrunner.entry.train_unity`, and on SageMaker through the one-line entry script
+`rlrunner/entry/sagemaker_code/train_unity.py` that the toolkit runs from the uploaded code dir with
+the hyperparameters as `--key value` arguments (ignored: the experiment comes from the
+RLRUNNER_EXPERIMENT* variables). The local backend runs that same script.
 
-It reads its environment once (`read_container_env`), then: decodes the experiment, checks the
-custom RLModule and the player (one probe, with clear errors), starts Ray on 127.0.0.1, trains
-until a stop criterion, checkpoints atomically (resuming from the newest complete checkpoint),
-prints one metrics line per iteration and exports the policy to the model dir. A failure writes
-one paragraph to `<opt_ml>/output/failure` and exits non-zero; every process it started is gone
-when it exits, also after SIGTERM or SIGINT.
-
-Paths follow SageMaker's container contract; each can be redirected (the local backend does):
-RLRUNNER_OPT_ML (instead of /opt/ml), SM_MODEL_DIR, SM_OUTPUT_DIR, SM_OUTPUT_DATA_DIR,
-SM_INPUT_CONFIG_DIR, SM_CHANNEL_<NAME>, RLRUNNER_CHECKPOINT_DIR (default <opt_ml>/checkpoints),
-RLRUNNER_CODE_DIR (default <opt_ml>/code: the folder that holds the experiment's source dir).
+It reads its environment once (`read_container_env`, SageMaker's container contract in
+`rlrunner.contract.sagemaker_container`), then: decodes the experiment into the typed `Experiment`,
+checks the custom RLModule and the player (one probe, with clear errors), starts Ray on 127.0.0.1,
+trains until a stop criterion, checkpoints atomically (resuming from the newest complete
+checkpoint), prints one metrics line per iteration, exports the policy to the model dir and
+evaluates it greedily into `model/evaluation.json`. A failure writes one paragraph to
+`<opt_ml>/output/failure` and exits non-zero; every process it started is gone when it exits, also
+after SIGTERM or SIGINT.
 
 With several hosts (resourceconfig.json, SM_HOSTS) every host runs this launcher: the first one
 trains as the driver of one Ray cluster formed from all hosts, the others lend it their Ray node
-and exit when it is done (`rlrunner/entry/cluster.py`; its RLRUNNER_RAY_* and RLRUNNER_CLUSTER_*
-variables, and Ray's RAY_AUTH_TOKEN(_PATH), are read here too).
+and exit when it is done (`rlrunner/entry/cluster.py`, with the settings of
+`rlrunner.contract.cluster_env`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-if __name__ == "__main__" and not __package__:
-    # Run as a script from the code dir: the entry files beside it (metrics.py, codec.py, …) must not
-    # shadow top-level modules; rlrunner itself is installed in the image.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-
 import argparse
 import contextlib
 import json
+import os
 import signal
+import stat
+import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
-from rlrunner.entry.checkpoints import CheckpointStore, Progress
-from rlrunner.entry.cluster import CLUSTER_VARIABLES, HeadCluster
-from rlrunner.entry.codec import HEADER_KEY, CodecError, decode_experiment_env
-from rlrunner.entry.metrics import format_metrics_line
-from rlrunner.entry.processes import become_subreaper, stop_descendants
+from rlrunner.contract import model_dir as model_files
+from rlrunner.contract.checkpoints import CheckpointStore, Progress
+from rlrunner.contract.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    InfrastructureError,
+    InvalidSpecError,
+    RlrunnerError,
+    RunFailedError,
+)
+from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
+from rlrunner.contract.metrics import format_metrics_line
+from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env
+from rlrunner.processes import become_subreaper, stop_descendants
+from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
-DEFAULT_OPT_ML = "/opt/ml"
+if TYPE_CHECKING:
+    from rlrunner.entry.cluster import HeadCluster
+
 LOOPBACK = "127.0.0.1"
-FAILURE_FILE = "failure"
-
-EXIT_OK = 0
-EXIT_INVALID = 3
-"""The experiment cannot run as written (custom module, algorithm/space mismatch, encoding)."""
-EXIT_INFRA = 4
-"""The player or Ray could not be started or reached."""
-EXIT_FAILED = 5
-"""Training or export failed."""
-EXIT_INTERRUPTED = 130
-
-
-# --------------------------------------------------------------------------------------------
-# The environment, read once
-
-
-@dataclass(frozen=True)
-class ContainerEnv:
-    """Everything the launcher takes from its environment and /opt/ml, as plain values."""
-
-    opt_ml: Path
-    model_dir: Path
-    output_dir: Path
-    output_data_dir: Path
-    checkpoint_dir: Path
-    code_dir: Path
-    channels: dict[str, Path]
-    num_cpus: int
-    num_gpus: int
-    hosts: tuple[str, ...]
-    current_host: str
-    experiment_vars: dict[str, str] = field(repr=False)
-    cluster_vars: dict[str, str] = field(default_factory=dict, repr=False)
-    run_id: str | None = None
-    log_level: str = "WARNING"
-
-    @property
-    def failure_file(self) -> Path:
-        """Where SageMaker looks for the reason of a failed job."""
-        return self.output_dir / FAILURE_FILE
-
-    @property
-    def player_log_dir(self) -> Path:
-        """Where the Unity players write their logs."""
-        return self.output_data_dir / "players"
-
-
-def read_container_env(environ: Mapping[str, str], *, cpu_count: int | None = None) -> ContainerEnv:
-    """Read SageMaker's contract (SM_* variables, resourceconfig.json) and rlrunner's overrides."""
-    opt_ml = Path(environ.get("RLRUNNER_OPT_ML", DEFAULT_OPT_ML))
-    output_dir = Path(environ.get("SM_OUTPUT_DIR", opt_ml / "output"))
-    config_dir = Path(environ.get("SM_INPUT_CONFIG_DIR", opt_ml / "input" / "config"))
-    resource_config = _read_json(config_dir / "resourceconfig.json")
-    hosts = _json_list(environ.get("SM_HOSTS")) or list(resource_config.get("hosts", [])) or ["algo-1"]
-    current_host = environ.get("SM_CURRENT_HOST") or str(resource_config.get("current_host", hosts[0]))
-    channels = {
-        key[len("SM_CHANNEL_") :].lower(): Path(value) for key, value in environ.items() if key.startswith("SM_CHANNEL_")
-    }
-    return ContainerEnv(
-        opt_ml=opt_ml,
-        model_dir=Path(environ.get("SM_MODEL_DIR", opt_ml / "model")),
-        output_dir=output_dir,
-        output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR", output_dir / "data")),
-        checkpoint_dir=Path(environ.get("RLRUNNER_CHECKPOINT_DIR", opt_ml / "checkpoints")),
-        code_dir=Path(environ.get("RLRUNNER_CODE_DIR", opt_ml / "code")),
-        channels=channels,
-        num_cpus=_int(environ.get("SM_NUM_CPUS"), cpu_count or os.cpu_count() or 1),
-        num_gpus=_int(environ.get("SM_NUM_GPUS"), 0),
-        hosts=tuple(str(h) for h in hosts),
-        current_host=current_host,
-        experiment_vars={k: v for k, v in environ.items() if k.startswith(HEADER_KEY)},
-        cluster_vars={k: v for k, v in environ.items() if k in CLUSTER_VARIABLES},
-        run_id=environ.get("RLRUNNER_RUN_ID"),
-        log_level=environ.get("RLRUNNER_LOG_LEVEL", "WARNING").upper(),
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _json_list(text: str | None) -> list[str]:
-    if not text:
-        return []
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-def _int(text: str | None, default: int) -> int:
-    try:
-        return int(text) if text else default
-    except ValueError:
-        return default
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -164,14 +67,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------------------------
 # Failures
-
-
-class LaunchError(Exception):
-    """A failure explained in one paragraph, with the exit code it maps to."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Interrupted(BaseException):
@@ -231,33 +126,30 @@ def install_signal_handlers() -> None:
 # The run
 
 
-def decode_experiment(env: ContainerEnv) -> Any:
+def decode_experiment(env: ContainerEnv) -> Experiment:
     """The experiment the plan encoded, validated with the same schema as on the host."""
     from pydantic import ValidationError
 
-    from rlrunner.schema import Experiment
-
     try:
-        data = decode_experiment_env(env.experiment_vars)
+        data = decode_experiment_env(env.variables)
     except CodecError as error:
-        raise LaunchError(f"the encoded experiment cannot be read: {error}", EXIT_INVALID) from None
+        raise InvalidSpecError(f"the encoded experiment cannot be read: {error}") from None
     try:
         return Experiment.model_validate(data)
     except ValidationError as error:
-        raise LaunchError(
-            f"the encoded experiment does not match this launcher's schema (rlrunner versions differ?): {error}",
-            EXIT_INVALID,
+        raise InvalidSpecError(
+            f"the encoded experiment does not match this launcher's schema (rlrunner versions differ?): {error}"
         ) from None
 
 
-def source_dir_of(env: ContainerEnv, experiment: Any) -> Path | None:
+def source_dir_of(env: ContainerEnv, experiment: Experiment) -> Path | None:
     """The experiment's source dir inside the code dir (SageMaker uploads it as a dependency)."""
     if experiment.source_dir is None:
         return None
     return (env.code_dir / str(experiment.source_dir)).resolve()
 
 
-def load_custom_module(env: ContainerEnv, experiment: Any) -> type | None:
+def load_custom_module(env: ContainerEnv, experiment: Experiment) -> type | None:
     """The user's RLModule class, or None for RLlib's default model."""
     reference = experiment.algorithm.model.module
     if reference is None:
@@ -269,7 +161,7 @@ def load_custom_module(env: ContainerEnv, experiment: Any) -> type | None:
     try:
         cls = load_module_class(source_dir, reference)
     except CustomModuleError as error:
-        raise LaunchError(str(error), EXIT_INVALID) from None
+        raise InvalidSpecError(str(error)) from None
     _check_module_api(cls, experiment.algorithm.name, reference)
     return cls
 
@@ -278,23 +170,42 @@ def _check_module_api(cls: type, algorithm: str, reference: str) -> None:
     from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 
     if algorithm in ("PPO", "APPO", "IMPALA") and not issubclass(cls, ValueFunctionAPI):
-        raise LaunchError(
+        raise InvalidSpecError(
             f"algorithm.model.module {reference!r}: {algorithm} needs a value function; make {cls.__name__} "
-            "also subclass ray.rllib.core.rl_module.apis.ValueFunctionAPI and implement compute_values()",
-            EXIT_INVALID,
+            "also subclass ray.rllib.core.rl_module.apis.ValueFunctionAPI and implement compute_values()"
         )
 
 
-def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """Start the player once in this process: clear errors before Ray starts, and the env's spaces."""
-    from rlrunner.entry.unity_env import UnityEnvError, make_unity_env
-    from rlrunner.envs.registry import EnvironmentNotFoundError
+def resolve_executable(environment: EnvironmentSpec, channels: Mapping[str, Path]) -> Path:
+    """The player executable: a registry name, an absolute path, or a file of the `train` channel."""
+    if environment.name is not None:
+        from rlrunner.envs.registry import EnvironmentNotFoundError, resolve_environment
 
-    config = {key: value for key, value in env_config.items() if key != "num_areas"}
+        try:
+            return resolve_environment(environment.name)
+        except EnvironmentNotFoundError as error:
+            raise InfrastructureError(f"environment: {error}") from None
+    binary = str(environment.binary)
+    if Path(binary).is_absolute():
+        return Path(binary)
+    if "train" in channels:
+        path = Path(channels["train"]) / PurePosixPath(binary).name
+        if path.is_file() and not os.access(path, os.X_OK):  # SageMaker copies channel files without the x bit
+            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        return path
+    return Path(binary).resolve()
+
+
+def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Start the player once in this process (one area): clear errors before Ray starts, and the env's spaces."""
+    from rlrunner.entry.unity_env import make_unity_env
+    from rlrunner.unity.errors import UnityEnvError
+
+    environment: EnvironmentSpec = env_config["environment"]
     try:
-        probe = make_unity_env({**config, "num_areas": 1})
-    except (UnityEnvError, EnvironmentNotFoundError) as error:
-        raise LaunchError(f"environment: {error}", EXIT_INFRA) from None
+        probe = make_unity_env({**env_config, "environment": environment.model_copy(update={"num_areas": 1})})
+    except UnityEnvError as error:
+        raise InfrastructureError(f"environment: {error}") from None
     try:
         return probe.observation_space, probe.action_space
     finally:
@@ -332,7 +243,7 @@ def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None
             log_to_driver=True,
         )
     except Exception as error:
-        raise LaunchError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}", EXIT_INFRA) from None
+        raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}") from None
     install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
 
 
@@ -343,27 +254,18 @@ def add_to_python_path(source_dir: Path | None) -> None:
         os.environ["PYTHONPATH"] = f"{source_dir}{os.pathsep}{path}" if path else str(source_dir)
 
 
-@dataclass
-class StopCriteria:
-    """The experiment's stop criteria as plain values."""
-
-    timesteps: int | None
-    iterations: int | None
-    episode_return_mean: float | None
-    time_s: float | None
-
-    def reached(self, progress: Progress) -> str | None:
-        """The criterion that is met, or None."""
-        if self.timesteps is not None and progress.timesteps >= self.timesteps:
-            return f"timesteps {progress.timesteps} >= {self.timesteps}"
-        if self.iterations is not None and progress.iteration >= self.iterations:
-            return f"iterations {progress.iteration} >= {self.iterations}"
-        mean = progress.episode_return_mean
-        if self.episode_return_mean is not None and mean is not None and mean >= self.episode_return_mean:
-            return f"episode_return_mean {mean:.4g} >= {self.episode_return_mean}"
-        if self.time_s is not None and progress.time_s >= self.time_s:
-            return f"time_s {progress.time_s:.0f} >= {self.time_s}"
-        return None
+def stop_reason(stop: StopSpec, progress: Progress) -> str | None:
+    """The stop criterion that is met, or None."""
+    if stop.timesteps is not None and progress.timesteps >= stop.timesteps:
+        return f"timesteps {progress.timesteps} >= {stop.timesteps}"
+    if stop.iterations is not None and progress.iteration >= stop.iterations:
+        return f"iterations {progress.iteration} >= {stop.iterations}"
+    mean = progress.episode_return_mean
+    if stop.episode_return_mean is not None and mean is not None and mean >= stop.episode_return_mean:
+        return f"episode_return_mean {mean:.4g} >= {stop.episode_return_mean}"
+    if stop.time_s is not None and progress.time_s >= stop.time_s:
+        return f"time_s {progress.time_s:.0f} >= {stop.time_s}"
+    return None
 
 
 def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str, float | int | None]:
@@ -392,7 +294,7 @@ def log(message: str) -> None:
     print(f"rlrunner: {message}", flush=True)
 
 
-def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None) -> Path:
+def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None = None) -> Path:
     """Build the algorithm, resume, train to a stop criterion, checkpoint; return the final checkpoint.
 
     `cluster`: the formed multi-host cluster to train on, instead of a single-node Ray on this host.
@@ -401,7 +303,8 @@ def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None
 
     num_cpus = env.num_cpus if cluster is None else cluster.num_cpus
     module_class = load_custom_module(env, experiment)
-    env_config = algo_config.env_config(experiment, log_dir=str(env.player_log_dir))
+    executable = resolve_executable(experiment.environment, env.channels)
+    env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
     observation_space, action_space = probe_environment(env_config)
     try:
         algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
@@ -409,9 +312,9 @@ def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None
             experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class
         )
     except algo_config.AlgorithmSetupError as error:
-        raise LaunchError(str(error), EXIT_INVALID) from None
+        raise InvalidSpecError(str(error)) from None
     except Exception as error:
-        raise LaunchError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}", EXIT_INVALID) from None
+        raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     config.environment(observation_space=observation_space, action_space=action_space)
     config.debugging(log_level=env.log_level)
     if cluster is not None:
@@ -421,7 +324,7 @@ def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None
     try:
         config.validate()
     except Exception as error:
-        raise LaunchError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}", EXIT_INVALID) from None
+        raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, observation_space, action_space, experiment)
 
     runners = config.num_env_runners
@@ -438,7 +341,7 @@ def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None
     try:
         algo = config.build_algo()
     except Exception as error:
-        raise LaunchError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}", EXIT_FAILED) from None
+        raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
     if cluster is not None:
         try:
             cluster.record_env_runners(algo)
@@ -451,7 +354,7 @@ def train(env: ContainerEnv, experiment: Any, cluster: HeadCluster | None = None
             algo.stop()  # type: ignore[no-untyped-call]
 
 
-def _check_rl_module(config: Any, observation_space: Any, action_space: Any, experiment: Any) -> None:
+def _check_rl_module(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
     # Building the module here turns an error in the user's setup() into one located line, instead
     # of a remote actor failure.
     try:
@@ -462,10 +365,10 @@ def _check_rl_module(config: Any, observation_space: Any, action_space: Any, exp
         user = [f for f in frames if "site-packages" not in f.filename and "/rlrunner/" not in f.filename]
         where = f" at {user[-1].filename}:{user[-1].lineno}" if user else ""
         what = experiment.algorithm.model.module or "the default model (algorithm.model)"
-        raise LaunchError(f"algorithm.model: {what} could not be built{where}: {_one_line(error)}", EXIT_INVALID) from None
+        raise InvalidSpecError(f"algorithm.model: {what} could not be built{where}: {_one_line(error)}") from None
 
 
-def _train_loop(env: ContainerEnv, experiment: Any, algo: Any) -> Path:
+def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
     for path in store.clean():
@@ -480,19 +383,16 @@ def _train_loop(env: ContainerEnv, experiment: Any, algo: Any) -> Path:
         try:
             algo.restore_from_path(str(newest.path))
         except Exception as error:
-            raise LaunchError(f"checkpoint {newest.path} cannot be restored: {_one_line(_root_cause(error))}", EXIT_FAILED) from None
+            raise RunFailedError(f"checkpoint {newest.path} cannot be restored: {_one_line(_root_cause(error))}") from None
         progress = newest.progress
-    stop = StopCriteria(**training.stop.model_dump())
     saved = newest
     started = time.monotonic() - progress.time_s
-    reason = stop.reached(progress)
+    reason = stop_reason(training.stop, progress)
     while reason is None:
         try:
             result = algo.train()
         except Exception as error:
-            raise LaunchError(
-                f"training failed in iteration {progress.iteration + 1}: {_one_line(_root_cause(error))}", EXIT_FAILED
-            ) from None
+            raise RunFailedError(f"training failed in iteration {progress.iteration + 1}: {_one_line(_root_cause(error))}") from None
         progress = Progress(
             iteration=int(algo.iteration),
             timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
@@ -500,7 +400,7 @@ def _train_loop(env: ContainerEnv, experiment: Any, algo: Any) -> Path:
             episode_return_mean=_float((result.get("env_runners") or {}).get("episode_return_mean")),
         )
         print(format_metrics_line(iteration_metrics(result, progress)), flush=True)
-        reason = stop.reached(progress)
+        reason = stop_reason(training.stop, progress)
         if reason is not None or progress.iteration % training.checkpoint_frequency == 0:
             before = time.monotonic()
             saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
@@ -511,26 +411,40 @@ def _train_loop(env: ContainerEnv, experiment: Any, algo: Any) -> Path:
     return saved.path
 
 
-def export(env: ContainerEnv, experiment: Any, checkpoint: Path, config_post: Any) -> None:
+def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
     """Export the final policy (ONNX + descriptions) to the model dir."""
-    from rlrunner.entry.export import ExportError, export_policy
+    from rlrunner.entry.export import export_policy
 
-    try:
-        description = export_policy(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post)
-    except ExportError as error:
-        raise LaunchError(str(error), EXIT_FAILED) from None
+    description = export_policy(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post)
     log(f"exported {description['algorithm']} policy to {env.model_dir} (from {checkpoint.name})")
 
 
-def action_postprocessing(experiment: Any) -> Any:
+def action_postprocessing(experiment: Experiment) -> Any:
     """RLlib's normalize_actions/clip_actions for this experiment (what the export reproduces)."""
     from rlrunner.entry.export import ActionPostprocessing
 
-    hyperparameters = experiment.to_data()["algorithm"]["hyperparameters"]
+    hyperparameters = experiment.algorithm.hyperparameters.to_rllib()
     return ActionPostprocessing(
         normalize_actions=bool(hyperparameters.get("normalize_actions", True)),
         clip_actions=bool(hyperparameters.get("clip_actions", False)),
     )
+
+
+def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
+    """Play the exported policy greedily (`training.evaluation_episodes`) into `model/evaluation.json`."""
+    from rlrunner.entry.evaluate import evaluate_policy
+
+    episodes = experiment.training.evaluation_episodes
+    log(f"evaluating the exported policy greedily over {episodes} episodes")
+    try:
+        result = evaluate_policy(
+            env.model_dir, episodes=episodes, greedy=True, seed=experiment.training.seed,
+            executable=resolve_executable(experiment.environment, env.channels),
+        )  # fmt: skip
+    except Exception as error:
+        raise RunFailedError(f"evaluation of the exported policy failed: {_one_line(_root_cause(error))}") from None
+    model_files.write_evaluation(result, env.model_dir)
+    log(f"evaluation: mean {result['mean']:.4f}, max {result['max']:.4f}, min {result['min']:.4f} over {result['episodes']} episodes")
 
 
 def run(env: ContainerEnv, args: argparse.Namespace) -> int:
@@ -548,18 +462,19 @@ def run(env: ContainerEnv, args: argparse.Namespace) -> int:
     checkpoint = train(env, experiment)
     _shutdown_ray()
     export(env, experiment, checkpoint, action_postprocessing(experiment))
+    evaluate(env, experiment)
     return EXIT_OK
 
 
-def run_cluster_host(env: ContainerEnv, experiment: Any) -> int:
+def run_cluster_host(env: ContainerEnv, experiment: Experiment) -> int:
     """One host of a multi-host job: the head trains on a Ray cluster of every host, the others lend it their node."""
     from rlrunner.entry import cluster
 
     try:
-        settings = cluster.read_cluster_settings(env.cluster_vars)
+        settings = cluster.read_cluster_settings(env.variables, experiment.cluster)
         plan = cluster.plan_cluster(env.hosts, env.current_host, settings)
     except cluster.ClusterError as error:
-        raise LaunchError(f"compute.instance_count: {error}", EXIT_INFRA) from None
+        raise InfrastructureError(f"compute.instance_count: {error}") from None
     cluster.configure_process(settings)  # undoes the single-host loopback-only mode, before ray is imported
     add_to_python_path(source_dir_of(env, experiment))  # every host's Ray workers may import the custom module
     cpus = cluster.node_cpus(env.num_cpus, experiment.training.env_runners, len(plan.hosts))
@@ -576,8 +491,9 @@ def run_cluster_host(env: ContainerEnv, experiment: Any) -> int:
         ) as head:
             checkpoint = train(env, experiment, cluster=head)
     except cluster.ClusterError as error:
-        raise LaunchError(f"Ray cluster ({env.current_host}): {error}", EXIT_INFRA) from None
+        raise InfrastructureError(f"Ray cluster ({env.current_host}): {error}") from None
     export(env, experiment, checkpoint, action_postprocessing(experiment))
+    evaluate(env, experiment)
     return EXIT_OK
 
 
@@ -599,7 +515,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         install_signal_handlers()
         code = run(env, args)
-    except LaunchError as error:
+    except RlrunnerError as error:
         write_failure(env, str(error))
         print(f"rlrunner: error: {error}", file=sys.stderr, flush=True)
         code = error.exit_code

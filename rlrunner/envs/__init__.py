@@ -1,4 +1,8 @@
-"""Environments rlrunner ships (the Basic stand-in) and the name registry."""
+"""Environments rlrunner ships (protocol-compatible players such as Basic) and the name registry.
+
+The players speak the Unity side of ML-Agents' protocol with `rlrunner.unity.wire`; nothing in
+`rlrunner.unity` imports them.
+"""
 
 from rlrunner.envs.registry import BUNDLED_ENVIRONMENTS, EnvironmentNotFoundError, resolve_environment
 

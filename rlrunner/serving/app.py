@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rlrunner.entry.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy
 from rlrunner.serving import protocol
 
 log = logging.getLogger("rlrunner.serving")

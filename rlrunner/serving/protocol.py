@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from rlrunner.entry.policy import ACTIONS, DIST_INPUTS, ObservationError, OnnxPolicy, action_probabilities
+from rlrunner.contract.model_dir import ACTIONS, DIST_INPUTS
+from rlrunner.policy import ObservationError, OnnxPolicy, action_probabilities
 
 try:  # orjson parses and writes the float arrays several times faster than json; optional
     import orjson

@@ -1,15 +1,13 @@
-"""Run the inference app with uvicorn: `rlrunner serve` locally and the container's `serve` entry."""
+"""Run the inference app with uvicorn: `rlrunner serve`, locally and as the image's `serve` (container/entrypoint.sh)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rlrunner.serving.protocol import MAX_BODY_BYTES
 
-CONTAINER_MODEL_DIR = "/opt/ml/model"
 CONTAINER_PORT = 8080
 GRACEFUL_SHUTDOWN_S = 20
 """SageMaker sends SIGTERM and, 30 s later, SIGKILL: finish the requests in flight before that."""
@@ -26,19 +24,6 @@ class ServeOptions:
     threads: int = 1
     log_level: str = "info"
     access_log: bool = False
-
-
-def container_options(environ: Mapping[str, str]) -> ServeOptions:
-    """The options inside a SageMaker inference container: /opt/ml/model, 0.0.0.0, port 8080 (or SAGEMAKER_BIND_TO_PORT)."""
-    port = environ.get("SAGEMAKER_BIND_TO_PORT", str(CONTAINER_PORT))
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"SAGEMAKER_BIND_TO_PORT: expected a port number, got {port!r}")
-    return ServeOptions(
-        model_dir=Path(environ.get("RLRUNNER_MODEL_DIR", CONTAINER_MODEL_DIR)),
-        host="0.0.0.0",
-        port=int(port),
-        threads=int(environ.get("RLRUNNER_SERVE_THREADS", "1")),
-    )
 
 
 def serve(options: ServeOptions) -> None:

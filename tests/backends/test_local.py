@@ -21,25 +21,18 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from shared import BASIC_PPO, CUSTOM_MODEL, QUICK_TRAINING, ROOT
 
 from rlrunner.backends import local
 from rlrunner.cli import main
-from rlrunner.entry.checkpoints import CheckpointStore, read_checkpoint
-from rlrunner.entry.metrics import METRIC_NAMES, parse_metrics_line
-from rlrunner.entry.processes import process_table, run_processes
+from rlrunner.contract.checkpoints import CheckpointStore, read_checkpoint
+from rlrunner.contract.errors import UsageError
+from rlrunner.contract.metrics import parse_metrics_line
+from rlrunner.contract.run_dir import git_commit
+from rlrunner.contract.sagemaker_container import launcher_command
 from rlrunner.loader import load_spec
+from rlrunner.processes import process_table, run_processes
 from rlrunner.runner import plan
-
-ROOT = Path(__file__).resolve().parents[2]
-BASIC_PPO = ROOT / "experiments" / "basic_ppo.yaml"
-CUSTOM_MODEL = ROOT / "experiments" / "custom_model.yaml"
-FAST = (
-    "algorithm.hyperparameters.train_batch_size_per_learner=250",
-    "algorithm.hyperparameters.minibatch_size=125",
-    "algorithm.hyperparameters.num_epochs=2",
-    "algorithm.model.fcnet_hiddens=[32]",
-    "training.evaluation_episodes=5",
-)
 
 
 def planned(spec: Path, *overrides: str) -> tuple[Any, Any, Path]:
@@ -65,8 +58,8 @@ def test_prepare_run_dir_lays_out_the_opt_ml_tree(tmp_path: Path) -> None:
     record = local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
     for folder in ("code", "input/config", "model", "output/data", "checkpoints"):
         assert (run.root / folder).is_dir(), folder
-    assert (run.code / "train_unity.py").is_file() and (run.code / "metrics.py").is_file()
-    assert (run.code / "models" / "tiny_mlp.py").is_file()  # the source dir, as SageMaker uploads it
+    assert sorted(path.name for path in run.code.iterdir()) == ["models", "train_unity.py"]  # the entry script and the source dir
+    assert (run.code / "models" / "tiny_mlp.py").is_file()
     assert not list(run.code.rglob("__pycache__"))
     assert json.loads((run.input_config / "hyperparameters.json").read_text()) == {"rlrunner_run_id": json.dumps(job.run_id)}
     assert json.loads((run.input_config / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
@@ -75,16 +68,15 @@ def test_prepare_run_dir_lays_out_the_opt_ml_tree(tmp_path: Path) -> None:
 
     assert yaml.safe_load((run.root / "spec.yaml").read_text()) == spec.to_data()
     assert record["run_id"] == job.run_id and record["plan"] == job.to_json()
-    git = local.git_commit(ROOT)
-    if git is not None:
-        assert (run.root / "git_commit").read_text().startswith(git[0])
+    git = git_commit(ROOT)
+    assert git is not None and (run.root / "git_commit").read_text().startswith(git[0])
 
 
 def test_prepare_run_dir_refuses_an_existing_run_without_resume(tmp_path: Path) -> None:
     spec, job, spec_dir = planned(BASIC_PPO)
     run = local.RunDir(tmp_path / "run")
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
-    with pytest.raises(local.LocalRunError) as error:
+    with pytest.raises(UsageError) as error:
         local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
     assert str(error.value) == f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir"
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
@@ -93,11 +85,11 @@ def test_prepare_run_dir_refuses_an_existing_run_without_resume(tmp_path: Path) 
 def test_prepare_run_dir_resume_needs_the_same_spec(tmp_path: Path) -> None:
     spec, job, spec_dir = planned(BASIC_PPO)
     run = local.RunDir(tmp_path / "run")
-    with pytest.raises(local.LocalRunError, match=r"--resume needs an existing run directory \(none here\)$"):
+    with pytest.raises(UsageError, match=r"--resume needs an existing run directory with run.json \(none here\)$"):
         local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
     other, other_job, _ = planned(BASIC_PPO, "algorithm.hyperparameters.lr=0.001")
-    with pytest.raises(local.LocalRunError) as error:
+    with pytest.raises(UsageError) as error:
         local.prepare_run_dir(run, other, other_job, spec_dir=spec_dir, resume=True)
     assert str(error.value) == (
         f"{run.root}: --resume: the run was started from another spec (spec_hash {spec.spec_hash[:10]}, this spec "
@@ -109,7 +101,7 @@ def test_container_environment_is_the_plan_plus_the_toolkit_variables(tmp_path: 
     spec, job, _ = planned(BASIC_PPO)
     run = local.RunDir(tmp_path)
     base = {"PATH": "/usr/bin", "SM_CHANNEL_STALE": "/x", "RLRUNNER_EXPERIMENT_009": "stale", "RAY_ADDRESS": "10.0.0.1:6379"}
-    env = local.container_environment(run, job, num_cpus=2, base=base)
+    env = local.launcher_environment(run, job, num_cpus=2, base=base)
     for key, value in job.environment.items():
         assert env[key] == value
     assert "SM_CHANNEL_STALE" not in env and "RLRUNNER_EXPERIMENT_009" not in env and "RAY_ADDRESS" not in env
@@ -121,22 +113,9 @@ def test_container_environment_is_the_plan_plus_the_toolkit_variables(tmp_path: 
     assert json.loads(env["SM_HOSTS"]) == ["algo-1"] and env["SM_CURRENT_HOST"] == "algo-1"
     assert json.loads(env["SM_HPS"]) == {"rlrunner_run_id": job.run_id}
     assert env["SM_HP_RLRUNNER_RUN_ID"] == job.run_id
-    assert local.launcher_command(run, job, python="python") == [
+    assert launcher_command(run, job.estimator["hyperparameters"], python="python") == [
         "python", str(tmp_path.resolve() / "code" / "train_unity.py"), "--rlrunner_run_id", job.run_id
     ]
-
-
-def test_metrics_table_replaces_iterations_a_resumed_run_repeats(tmp_path: Path) -> None:
-    table = local.MetricsTable(tmp_path / "metrics.csv")
-    for iteration in (1, 2, 3):
-        table.add({"iteration": iteration, "timesteps": iteration * 500, "episode_return_mean": 0.1 * iteration})
-    again = local.MetricsTable(tmp_path / "metrics.csv")  # a resume from the checkpoint of iteration 2
-    again.add({"iteration": 3, "timesteps": 1500, "episode_return_mean": 0.5})
-    again.add({"iteration": 4, "timesteps": 2000, "episode_return_mean": 0.6})
-    rows = metrics_rows(tmp_path)
-    assert [(r["iteration"], r.get("episode_return_mean")) for r in rows] == [(1, 0.1), (2, 0.2), (3, 0.5), (4, 0.6)]
-    with open(tmp_path / "metrics.csv", newline="") as handle:
-        assert next(csv.reader(handle)) == list(METRIC_NAMES)
 
 
 def test_plot_learning_curve_writes_a_png(tmp_path: Path) -> None:
@@ -207,7 +186,7 @@ def test_cli_run_existing_run_dir_needs_resume(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
 def test_run_local_trains_basic_end_to_end(tmp_path: Path, sessions: list[int]) -> None:
     """Real player, Ray and launcher: metrics lines match the plan's regexes, checkpoint, ONNX == RLModule greedy."""
-    spec, job, spec_dir = planned(BASIC_PPO, *FAST, "training.stop.timesteps=1000", "training.checkpoint_frequency=3")
+    spec, job, spec_dir = planned(BASIC_PPO, *QUICK_TRAINING, "training.stop.timesteps=1000", "training.checkpoint_frequency=3")
     run_dir = tmp_path / "run"
     stream = io.StringIO()
     result = local.run_local(spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, on_start=lambda p: sessions.append(p.pid))
@@ -256,8 +235,8 @@ def test_run_local_trains_basic_end_to_end(tmp_path: Path, sessions: list[int]) 
     np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
 
     # the rest of the run directory
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    assert evaluation["episodes"] == 5 and evaluation["greedy"] is True
+    evaluation = json.loads((model / "evaluation.json").read_text())  # written by the launcher, as on SageMaker
+    assert evaluation["episodes"] == 3 and evaluation["greedy"] is True
     assert result.evaluation is not None and result.evaluation["mean"] == evaluation["mean"]
     assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((run_dir / "run.json").read_text())
@@ -284,7 +263,7 @@ def wait_for_rows(run_dir: Path, count: int, process: subprocess.Popen[str], tim
 def test_killed_launcher_resumes_with_continuing_timesteps(tmp_path: Path, sessions: list[int]) -> None:
     """SIGKILL the launcher mid-training; `rlrunner run --resume` continues from the newest complete checkpoint."""
     run_dir = tmp_path / "run"
-    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in FAST for a in ("--set", o)],
+    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in QUICK_TRAINING for a in ("--set", o)],
             "--set", "training.stop.timesteps=1750", "--set", "training.checkpoint_frequency=2")
     first = subprocess.Popen(rlrunner_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     sessions.append(first.pid)
@@ -322,12 +301,12 @@ def test_killed_launcher_resumes_with_continuing_timesteps(tmp_path: Path, sessi
     assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= killed_rows
     assert rows[-1]["timesteps"] == 1750
     assert [r["timesteps"] for r in rows] == [250.0 * i for i in range(1, len(rows) + 1)]
-    assert (run_dir / "model" / "policy.onnx").is_file() and (run_dir / "evaluation.json").is_file()
+    assert (run_dir / "model" / "policy.onnx").is_file() and (run_dir / "model" / "evaluation.json").is_file()
 
 
 def test_ctrl_c_stops_the_launcher_ray_and_the_players(tmp_path: Path, sessions: list[int]) -> None:
     run_dir = tmp_path / "run"
-    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in FAST for a in ("--set", o)])
+    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in QUICK_TRAINING for a in ("--set", o)])
     process = subprocess.Popen(rlrunner_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     sessions.append(process.pid)
     wait_for_rows(run_dir, 1, process, timeout=150)

@@ -19,27 +19,21 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from shared import BASIC_PPO, QUICK_TRAINING
 
 from rlrunner.backends import local
 from rlrunner.cli import main
-from rlrunner.entry.processes import mentioning, process_table, run_processes
+from rlrunner.contract.errors import EXIT_INFRA
+from rlrunner.contract.run_dir import RunDir
 from rlrunner.loader import load_spec
+from rlrunner.processes import mentioning, process_table, run_processes
 from rlrunner.runner import plan
 
-ROOT = Path(__file__).resolve().parents[2]
-BASIC_PPO = ROOT / "experiments" / "basic_ppo.yaml"
-FAST = (
-    "algorithm.hyperparameters.train_batch_size_per_learner=250",
-    "algorithm.hyperparameters.minibatch_size=125",
-    "algorithm.hyperparameters.num_epochs=2",
-    "algorithm.model.fcnet_hiddens=[32]",
-    "training.evaluation_episodes=3",
-)
 CPUS_PER_HOST = 2  # 2 hosts x 2 CPUs: `env_runners: auto` = 3, so both hosts get env runners
 
 
 def planned(*overrides: str) -> tuple[Any, Any, Path]:
-    spec, document = load_spec(BASIC_PPO, (*FAST, *overrides))
+    spec, document = load_spec(BASIC_PPO, (*QUICK_TRAINING, *overrides))
     return spec, plan(spec, spec_dir=document.base_dir, local=True), document.base_dir
 
 
@@ -115,16 +109,13 @@ class Hosts:
 
 def run_two_hosts(
     spec: Any, job: Any, spec_dir: Path, run_dir: Path, hosts: Hosts, during: Callable[[], None], *,
-    join_s: float = 30, cluster_environ: dict[str, str] | None = None,
+    join_s: float = 30,
 ) -> tuple[Any, str]:
     """`run_local` with 2 emulated hosts while `during` runs in a background thread; (result, output)."""
     thread = threading.Thread(target=during, daemon=True)
     thread.start()
     stream = io.StringIO()
-    extra = {"cluster_environ": cluster_environ} if cluster_environ else {}
-    result = local.run_local(
-        spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, num_cpus=CPUS_PER_HOST, hosts=2, on_host_start=hosts, **extra
-    )  # fmt: skip
+    result = local.run_local(spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=stream, num_cpus=CPUS_PER_HOST, hosts=2, on_host_start=hosts)
     thread.join(timeout=join_s)
     return result, stream.getvalue()
 
@@ -210,7 +201,7 @@ def test_losing_the_worker_host_mid_run_does_not_fail_training(tmp_path: Path, s
 def test_worker_host_exits_non_zero_soon_after_the_head_dies(tmp_path: Path, sessions: list[int]) -> None:
     """SIGKILL the head's whole process tree: the worker host gives up after the head timeout, with a reason."""
     head_timeout_s = 10.0
-    spec, job, spec_dir = planned("training.stop.timesteps=1000000")
+    spec, job, spec_dir = planned("training.stop.timesteps=1000000", f"compute.cluster.head_timeout_s={head_timeout_s}")
     run_dir = tmp_path / "run"
     hosts = Hosts(sessions)
     timing: dict[str, float] = {}
@@ -224,13 +215,13 @@ def test_worker_host_exits_non_zero_soon_after_the_head_dies(tmp_path: Path, ses
 
     result, output = run_two_hosts(
         spec, job, spec_dir, run_dir, hosts, kill_head_then_time_the_worker,
-        join_s=90, cluster_environ={"RLRUNNER_CLUSTER_HEAD_TIMEOUT_S": str(head_timeout_s)},
+        join_s=90,
     )  # fmt: skip
     assert "worker_exited" in timing, output[-4000:]
     took = timing["worker_exited"] - timing["killed"]
     print(f"worker host exited {took:.1f} s after the head was killed (head timeout {head_timeout_s:g} s)")
     assert head_timeout_s <= took < head_timeout_s + 30, took  # + one 5 s GCS call and stopping the node
-    assert result.exit_code == local.EXIT_INFRA and result.hosts == {"algo-1": -signal.SIGKILL, "algo-2": 4}
+    assert result.exit_code == EXIT_INFRA and result.hosts == {"algo-1": -signal.SIGKILL, "algo-2": 4}
     worker = run_dir / "hosts" / "algo-2"
     failure = (worker / "output" / "failure").read_text()
     assert failure.startswith("Ray cluster (algo-2): the head was unreachable for "), failure
@@ -247,6 +238,6 @@ def test_cli_hosts_needs_a_local_run() -> None:
 
 def test_container_environment_names_the_emulated_host(tmp_path: Path) -> None:
     _, job, _ = planned()
-    env = local.container_environment(local.RunDir(tmp_path), job, num_cpus=2, base={}, host="algo-2", hosts=("algo-1", "algo-2"))
+    env = local.launcher_environment(RunDir(tmp_path), job, num_cpus=2, base={}, host="algo-2", hosts=("algo-1", "algo-2"))
     assert (env["SM_CURRENT_HOST"], json.loads(env["SM_HOSTS"])) == ("algo-2", ["algo-1", "algo-2"])
     assert json.loads(env["SM_RESOURCE_CONFIG"]) == {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]}

@@ -6,21 +6,23 @@ a job's Environment), and jobs are moved through states by editing moto's in-pro
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from aws_helpers import put_model, quiet, throttle
 from click.testing import CliRunner
+from shared import BASIC_PPO, ROOT
 
 from rlrunner import aws
 from rlrunner.backends import sagemaker as backend
 from rlrunner.cli import main
-from rlrunner.entry.codec import MAX_VALUE_CHARS, decode_experiment_env
+from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER
+from rlrunner.contract.errors import UsageError
+from rlrunner.contract.experiment_env import MAX_VALUE_CHARS, decode_experiment_env
 from rlrunner.loader import load_spec
 from rlrunner.runner import JobPlan, plan
 from rlrunner.schema import ExperimentSpec
@@ -28,8 +30,6 @@ from rlrunner.schema import ExperimentSpec
 if TYPE_CHECKING:
     from tests.conftest import AwsTestEnv
 
-ROOT = Path(__file__).resolve().parents[2]
-BASIC_PPO = ROOT / "experiments" / "basic_ppo.yaml"
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 DEFAULT_BUCKET = "sagemaker-us-east-1-123456789012"
 
@@ -96,32 +96,9 @@ def binary_spec(tmp_path: Path) -> Path:
     return path
 
 
-def put_model(env: AwsTestEnv, artifact_uri: str, files: dict[str, bytes]) -> None:
-    """A model.tar.gz where the job's output would be."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    bucket, key = backend.parse_s3_uri(artifact_uri)
-    env.client("s3").put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
-
-
 def now_ms() -> int:
     """CloudWatch (and moto) drop events older than 14 days."""
     return int(time.time() * 1000)
-
-
-def quiet(_: str) -> None:
-    pass
-
-
-@pytest.fixture
-def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Run in a scratch folder so ./runs is the test's."""
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path / "runs"
 
 
 # --- the request that reaches SageMaker ----------------------------------------------------------------------
@@ -166,9 +143,11 @@ def test_submit_request_carries_the_plan(aws_env: AwsTestEnv, capture: Capture, 
         assert request.get("EnableManagedSpotTraining", False) is False
         assert "CheckpointConfig" not in request
     environment = dict(request["Environment"])
-    if spec.compute.instance_count > 1:  # a Ray auth token per job for the hosts' cluster
+    planned_environment = dict(job.environment)
+    if spec.compute.instance_count > 1:  # the plan reserves the slot of the hosts' Ray token; each job gets its own
+        assert planned_environment.pop("RAY_AUTH_TOKEN") == AUTH_TOKEN_PLACEHOLDER
         assert len(environment.pop("RAY_AUTH_TOKEN")) == 64
-    assert environment == job.environment
+    assert environment == planned_environment
     assert all(len(value) <= MAX_VALUE_CHARS for value in environment.values())
     assert decode_experiment_env(environment) == job.experiment
 
@@ -203,7 +182,7 @@ def test_run_wait_follows_the_job_to_its_end(aws_env: AwsTestEnv, runs: Path, mo
         def named(params: dict[str, Any], **_: Any) -> None:
             names.append(params["TrainingJobName"])
             if outcome == "Completed":
-                put_model(aws_env, backend.model_artifact_uri(params["OutputDataConfig"]["S3OutputPath"], names[-1]), {"policy.onnx": b"x"})
+                put_model(aws_env, backend.model_artifact_uri(params["OutputDataConfig"]["S3OutputPath"], names[-1]))
 
         def created(**_: Any) -> None:
             if outcome == "Failed":
@@ -218,7 +197,7 @@ def test_run_wait_follows_the_job_to_its_end(aws_env: AwsTestEnv, runs: Path, mo
 
     if outcome == "Completed":
         assert result.exit_code == 0, result.output
-        assert (runs / "waited" / "model" / "policy.onnx").read_bytes() == b"x"
+        assert (runs / "waited" / "model" / "policy.onnx").read_bytes() == b"onnx"
         assert "Completed / Completed" in result.output
     else:
         assert result.exit_code == 5, result.output
@@ -249,7 +228,7 @@ def test_submit_uploads_a_binary_folder_once(aws_env: AwsTestEnv, capture: Captu
         (train,) = request["InputDataConfig"]
         assert train["ChannelName"] == "train"
         assert train["DataSource"]["S3DataSource"]["S3Uri"] == channel
-    assert decode_experiment_env(capture.of("sagemaker.CreateTrainingJob")[0]["Environment"])["environment"]["binary"] == "Game.x86_64"
+    assert decode_experiment_env(capture.of("sagemaker.CreateTrainingJob")[0]["Environment"])["environment"]["binary"] == "/opt/ml/input/data/train/Game.x86_64"
     head = aws_env.client("s3").head_object(Bucket=DEFAULT_BUCKET, Key=f"rlrunner/binaries/{digest}/Game.x86_64")
     assert head["Metadata"]["mode"] == "755"
     assert first.job_name != second.job_name
@@ -312,7 +291,7 @@ def test_status_stop_and_download_through_the_cli(aws_env: AwsTestEnv, runs: Pat
     assert again.output == f"training job {submitted.job_name} is already Stopping; nothing to stop\n"
 
     moto_job.training_job_status = moto_job.secondary_status = "Completed"
-    put_model(aws_env, moto_job.model_artifacts["S3ModelArtifacts"], {"policy.onnx": b"onnx", "meta/policy.json": b"{}"})
+    put_model(aws_env, moto_job.model_artifacts["S3ModelArtifacts"], extra={"meta/policy.json": b"{}"})
     listed = cli.invoke(main, ["status"], catch_exceptions=False)  # every run under ./runs; fetches the model
     assert listed.exit_code == 0, listed.output
     assert f"{submitted.job_name}  Completed / Completed" in listed.output
@@ -372,7 +351,7 @@ def test_follow_job_prints_progress_then_wait_downloads_the_model(aws_env: AwsTe
         moto_job.secondary_status = secondary
         if secondary == "Completed":
             moto_job.training_job_status = "Completed"
-            put_model(aws_env, moto_job.model_artifacts["S3ModelArtifacts"], {"policy.onnx": b"onnx"})
+            put_model(aws_env, moto_job.model_artifacts["S3ModelArtifacts"])
         if line:
             logs.put_log_events(logGroupName=backend.LOG_GROUP, logStreamName=stream,
                                 logEvents=[{"timestamp": now_ms(), "message": line}])
@@ -396,7 +375,7 @@ def test_a_used_run_dir_needs_resume_which_reuses_the_checkpoints(aws_env: AwsTe
     job, spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200"])
     first = backend.submit(job, spec, run_dir=runs / "spot", echo=quiet)
     assert {"job.json", "spec.yaml", "spec_hash"} <= {path.name for path in (runs / "spot").iterdir()}
-    with pytest.raises(aws.AwsError, match="the run directory exists; continue it with --resume, or pick another with --run-dir$"):
+    with pytest.raises(UsageError, match="the run directory exists; continue it with --resume, or pick another with --run-dir$"):
         backend.submit(job, spec, run_dir=runs / "spot", echo=quiet)
     printed: list[str] = []
 
@@ -409,7 +388,7 @@ def test_a_used_run_dir_needs_resume_which_reuses_the_checkpoints(aws_env: AwsTe
     record = json.loads((runs / "spot" / "job.json").read_text())
     assert (record["job_name"], record["previous_jobs"]) == (second.job_name, [first.job_name])
     other_job, other_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7201"])
-    with pytest.raises(aws.AwsError, match="--resume: the run was started from another spec"):
+    with pytest.raises(UsageError, match="--resume: the run was started from another spec"):
         backend.submit(other_job, other_spec, run_dir=runs / "spot", resume=True, echo=quiet)
 
 
@@ -421,8 +400,7 @@ def test_submit_wait_returns_the_final_status(aws_env: AwsTestEnv, runs: Path) -
         ctx = aws.connect()
 
         def job_writes_its_model(params: dict[str, Any], **_: Any) -> None:
-            put_model(aws_env, backend.model_artifact_uri(params["OutputDataConfig"]["S3OutputPath"], params["TrainingJobName"]),
-                      {"policy.onnx": b"onnx"})
+            put_model(aws_env, backend.model_artifact_uri(params["OutputDataConfig"]["S3OutputPath"], params["TrainingJobName"]))
 
         ctx.boto.events.register("provide-client-params.sagemaker.CreateTrainingJob", job_writes_its_model)
         return ctx
@@ -435,7 +413,7 @@ def test_submit_wait_returns_the_final_status(aws_env: AwsTestEnv, runs: Path) -
 
 
 def test_sweep_backend_runs_a_point_as_a_job_and_then_skips_it(aws_env: AwsTestEnv, runs: Path) -> None:
-    from rlrunner.sweep import SweepPoint
+    from rlrunner.sweep import SweepPoint, sagemaker_backend
 
     _, spec = planned(BASIC_PPO, ["algorithm.hyperparameters.lr=0.001"])
     point = SweepPoint(0, {"algorithm.hyperparameters.lr": 0.001}, spec)
@@ -444,13 +422,12 @@ def test_sweep_backend_runs_a_point_as_a_job_and_then_skips_it(aws_env: AwsTestE
         ctx = aws.connect()
 
         def job_writes_its_model(params: dict[str, Any], **_: Any) -> None:
-            put_model(aws_env, backend.model_artifact_uri(params["OutputDataConfig"]["S3OutputPath"], params["TrainingJobName"]),
-                      {"policy.onnx": b"onnx", "evaluation.json": b'{"mean": 0.9}'})
+            put_model(aws_env, backend.model_artifact_uri(params["OutputDataConfig"]["S3OutputPath"], params["TrainingJobName"]), evaluation={"mean": 0.9})
 
         ctx.boto.events.register("provide-client-params.sagemaker.CreateTrainingJob", job_writes_its_model)
         return ctx
 
-    launch, finished = backend.sweep_backend(ROOT / "experiments", echo=quiet, runs_root=runs, poll_s=0, session_factory=session_with_output)
+    launch, finished = sagemaker_backend(ROOT / "experiments", echo=quiet, runs_root=runs, poll_s=0, session_factory=session_with_output)
     assert finished(point) is None
 
     result = launch(point)
@@ -501,10 +478,10 @@ def test_missing_role_is_a_clear_error(aws_env: AwsTestEnv, runs: Path) -> None:
 
 
 def test_role_of_an_assumed_role_identity_is_used() -> None:
-    assert backend.role_from_identity("arn:aws:sts::123456789012:assumed-role/SageMakerRole/SageMaker") == (
+    assert aws.role_from_identity("arn:aws:sts::123456789012:assumed-role/SageMakerRole/SageMaker") == (
         "arn:aws:iam::123456789012:role/SageMakerRole"
     )
-    assert backend.role_from_identity("arn:aws:iam::123456789012:user/alice") is None
+    assert aws.role_from_identity("arn:aws:iam::123456789012:user/alice") is None
 
 
 def test_output_bucket_that_does_not_exist_stops_before_anything_is_created(aws_env: AwsTestEnv, runs: Path) -> None:
@@ -522,24 +499,6 @@ def test_s3_binary_that_does_not_exist_stops_before_anything_is_created(aws_env:
         backend.submit(job, spec, run_dir=runs / "r", echo=quiet)
     assert str(error.value) == f"environment.binary: {uri} does not exist"
     assert nothing_created(aws_env)
-
-
-def throttle(times: int, counter: list[int]) -> Callable[..., Any]:
-    """A before-send hook answering ThrottlingException `times` times, then letting the request through."""
-    from botocore.awsrequest import AWSResponse
-
-    class Body:
-        def stream(self) -> Iterator[bytes]:
-            yield json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
-
-    def hook(request: Any, **_: Any) -> Any:
-        counter.append(1)
-        if len(counter) > times:
-            return None
-        headers = {"x-amzn-RequestId": "throttled", "Content-Type": "application/x-amz-json-1.1"}
-        return AWSResponse(request.url, 400, headers, Body())
-
-    return hook
 
 
 def throttled_session(times: int, counter: list[int]) -> Callable[[], aws.AwsContext]:

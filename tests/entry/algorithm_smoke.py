@@ -31,12 +31,13 @@ def run_case(case: dict, workdir: Path) -> dict:
 
     from rlrunner.entry import algorithm
     from rlrunner.entry.export import export_policy, load_rl_module
-    from rlrunner.entry.train_unity import action_postprocessing
+    from rlrunner.entry.train_unity import action_postprocessing, resolve_executable
     from rlrunner.entry.unity_env import make_unity_env
     from rlrunner.schema import Experiment
 
     experiment = Experiment.model_validate(case["spec"])
-    env_config = algorithm.env_config(experiment, log_dir=str(workdir / "players"))
+    executable = resolve_executable(experiment.environment, {})
+    env_config = algorithm.env_config(experiment, executable, log_dir=str(workdir / "players"))
     register_env(algorithm.ENV_NAME, make_unity_env)
     probe = make_unity_env(env_config)
     spaces = (probe.observation_space, probe.action_space)

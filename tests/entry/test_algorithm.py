@@ -15,14 +15,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
+from shared import BASIC_PPO, ROOT
 
 from rlrunner.entry import algorithm
-from rlrunner.entry.processes import descendants, run_processes, terminate
+from rlrunner.processes import descendants, run_processes, terminate
 from rlrunner.runner import render_experiment
 from rlrunner.schema import Experiment, ExperimentSpec
 
-ROOT = Path(__file__).resolve().parents[2]
-BASIC_PPO = ROOT / "experiments" / "basic_ppo.yaml"
 SMOKE = Path(__file__).with_name("algorithm_smoke.py")
 SLIDE_PLAYER = Path(__file__).with_name("continuous_player.py")
 
@@ -30,7 +29,7 @@ SLIDE_PLAYER = Path(__file__).with_name("continuous_player.py")
 def experiment_from(data: dict[str, Any], spec_dir: Path = ROOT / "experiments") -> Experiment:
     """Validate spec data with the real schema and render the launcher's experiment from it."""
     spec = ExperimentSpec.model_validate(data)
-    return Experiment.model_validate(render_experiment(spec, spec_dir=spec_dir, local=True))
+    return Experiment.model_validate(render_experiment(spec.on_this_machine(), spec_dir=spec_dir))
 
 
 def basic_ppo(**changes: Any) -> dict[str, Any]:
@@ -54,7 +53,7 @@ def test_resolve_env_runners_auto_is_cpus_minus_one(setting: Any, cpus: int, exp
 
 def test_build_algorithm_config_maps_basic_ppo() -> None:
     experiment = experiment_from(basic_ppo())
-    env_config = algorithm.env_config(experiment, log_dir="/tmp/logs")
+    env_config = algorithm.env_config(experiment, Path("/builds/Basic.x86_64"), log_dir="/tmp/logs")
     config = algorithm.build_algorithm_config(experiment, num_cpus=2, env_config=env_config)
 
     assert type(config).__name__ == "PPOConfig"
@@ -67,8 +66,12 @@ def test_build_algorithm_config_maps_basic_ppo() -> None:
     assert config.enable_rl_module_and_learner and config.enable_env_runner_and_connector_v2
     assert config.env == algorithm.ENV_NAME
     assert config.env_config == env_config
-    assert env_config["name"] == "Basic" and env_config["max_episode_steps"] == 100
-    assert env_config["seed"] == 0 and env_config["log_dir"] == "/tmp/logs"
+    assert env_config == {
+        "environment": experiment.environment,
+        "executable": "/builds/Basic.x86_64",
+        "seed": 0,
+        "log_dir": "/tmp/logs",
+    }
 
 
 def test_build_algorithm_config_areas_use_one_vector_env_per_runner() -> None:
@@ -152,7 +155,7 @@ def case(case_id: str, name: str, hyperparameters: dict[str, Any], *, binary: Pa
         training={"stop": {"iterations": 1}, "env_runners": 1},
     )
     data["environment"] = environment
-    return {"id": case_id, "spec": render_experiment(ExperimentSpec.model_validate(data), local=True)}
+    return {"id": case_id, "spec": render_experiment(ExperimentSpec.model_validate(data).on_this_machine())}
 
 
 def test_algorithms_build_train_and_export(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from shared import BASIC_PPO
 
 from rlrunner.entry import cluster
 from rlrunner.entry.cluster import (
@@ -23,14 +24,13 @@ from rlrunner.entry.cluster import (
     node_cpus,
     plan_cluster,
     ray_environment,
-    read_cluster_settings,
     resolve_address,
     wait_for_hosts,
     wait_for_port,
     watch_head,
     worker_command,
 )
-from rlrunner.entry.processes import process_table, session_members
+from rlrunner.processes import process_table, session_members
 
 
 class FakeClock:
@@ -64,52 +64,6 @@ PLAN = ClusterPlan(hosts=("algo-1", "algo-2", "algo-3"), current_host="algo-1", 
 # --- settings and plan --------------------------------------------------------------------------
 
 
-def test_read_cluster_settings_defaults_suit_sagemaker() -> None:
-    settings = read_cluster_settings({})
-    assert settings == ClusterSettings()
-    assert (settings.port, settings.join_timeout_s, settings.head_timeout_s, settings.auth) == (6379, 600.0, 60.0, "disabled")
-
-
-def test_read_cluster_settings_reads_rlrunner_variables_and_turns_auth_on_with_a_token() -> None:
-    settings = read_cluster_settings(
-        {
-            "RLRUNNER_HOST_ADDRESSES": '{"algo-1": "127.0.0.2", "algo-2": "127.0.0.3"}',
-            "RLRUNNER_RAY_PORT": "41000",
-            "RLRUNNER_RAY_CLIENT_PORT": "41001",
-            "RLRUNNER_RAY_TEMP_DIR": "/tmp/rlr-x",
-            "RLRUNNER_CLUSTER_JOIN_TIMEOUT_S": "30",
-            "RLRUNNER_CLUSTER_MIN_HOSTS": "1",
-            "RLRUNNER_CLUSTER_HEAD_TIMEOUT_S": "15.5",
-            "RAY_AUTH_TOKEN_PATH": "/run/token",
-        }
-    )
-    assert settings == ClusterSettings(
-        port=41000,
-        host_addresses={"algo-1": "127.0.0.2", "algo-2": "127.0.0.3"},
-        client_server_port=41001,
-        temp_dir="/tmp/rlr-x",
-        join_timeout_s=30.0,
-        min_hosts=1,
-        head_timeout_s=15.5,
-        auth="token",
-    )
-
-
-@pytest.mark.parametrize(
-    ("environ", "message"),
-    [
-        ({"RLRUNNER_HOST_ADDRESSES": "algo-1=1.2.3.4"}, "RLRUNNER_HOST_ADDRESSES: not JSON"),
-        ({"RLRUNNER_HOST_ADDRESSES": '["1.2.3.4"]'}, "RLRUNNER_HOST_ADDRESSES: expected a JSON object of host names to addresses (got '[\"1.2.3.4\"]')"),
-        ({"RLRUNNER_RAY_PORT": "six"}, "RLRUNNER_RAY_PORT: expected a number (got 'six')"),
-    ],
-    ids=["addresses-not-json", "addresses-not-object", "port-not-number"],
-)
-def test_read_cluster_settings_rejects_malformed_values(environ: dict[str, str], message: str) -> None:
-    with pytest.raises(ClusterError) as error:
-        read_cluster_settings(environ)
-    assert str(error.value).startswith(message)
-
-
 def test_plan_cluster_makes_the_first_sorted_host_the_head() -> None:
     plan = plan_cluster(["algo-3", "algo-1", "algo-2"], "algo-2", ClusterSettings())
     assert (plan.hosts, plan.head_host, plan.worker_hosts) == (("algo-1", "algo-2", "algo-3"), "algo-1", ("algo-2", "algo-3"))
@@ -122,7 +76,7 @@ def test_plan_cluster_makes_the_first_sorted_host_the_head() -> None:
     [
         (["algo-1"], "algo-1", None, "a cluster needs at least 2 hosts (got ['algo-1'])"),
         (["algo-1", "algo-2"], "algo-9", None, "current_host 'algo-9' is not among the hosts ['algo-1', 'algo-2']"),
-        (["algo-1", "algo-2"], "algo-1", 3, "RLRUNNER_CLUSTER_MIN_HOSTS: must be between 1 and 2 (got 3)"),
+        (["algo-1", "algo-2"], "algo-1", 3, "compute.cluster.min_hosts: must be between 1 and 2 (got 3)"),
     ],
     ids=["one-host", "stranger", "min-hosts-too-high"],
 )
@@ -385,36 +339,7 @@ def test_start_node_gives_up_after_the_deadline(tmp_path: Path, ray_nodes: list[
         cluster.start_node(make, attempts_until=time.monotonic(), start_timeout_s=30, report=lambda _m: None)
 
 
-# --- the emulation's variables and the launcher's use of them ---------------------------------------
-
-
-def test_emulation_environment_gives_hosts_loopback_addresses_from_127_0_0_2() -> None:
-    assert cluster.emulated_addresses(["algo-2", "algo-1", "algo-3"]) == {"algo-1": "127.0.0.2", "algo-2": "127.0.0.3", "algo-3": "127.0.0.4"}
-    env = cluster.emulation_environment(
-        ["algo-1", "algo-2"], port=41000, client_server_port=41001, temp_dir="/tmp/rlr-x", token_path="/run/t", head_timeout_s=15
-    )
-    assert env == {
-        "RLRUNNER_HOST_ADDRESSES": '{"algo-1": "127.0.0.2", "algo-2": "127.0.0.3"}',
-        "RLRUNNER_RAY_PORT": "41000",
-        "RLRUNNER_RAY_CLIENT_PORT": "41001",
-        "RLRUNNER_RAY_TEMP_DIR": "/tmp/rlr-x",
-        "RAY_AUTH_TOKEN_PATH": "/run/t",
-        "RLRUNNER_CLUSTER_HEAD_TIMEOUT_S": "15",
-    }
-    settings = read_cluster_settings(env)  # what the launchers read back
-    assert (settings.port, settings.auth, settings.head_timeout_s) == (41000, "token", 15.0)
-    assert [resolve_address(h, settings, timeout_s=0) for h in ("algo-1", "algo-2")] == ["127.0.0.2", "127.0.0.3"]
-
-
-def test_launcher_keeps_the_cluster_variables_when_it_reads_its_environment() -> None:
-    from rlrunner.entry import train_unity
-
-    env = train_unity.read_container_env(
-        {"SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2", "RLRUNNER_RAY_PORT": "41000", "RAY_AUTH_TOKEN": "t", "HOME": "/root"},
-        cpu_count=2,
-    )
-    assert (env.hosts, env.current_host) == (("algo-1", "algo-2"), "algo-2")
-    assert env.cluster_vars == {"RLRUNNER_RAY_PORT": "41000", "RAY_AUTH_TOKEN": "t"}
+# --- the launcher on a multi-host job ---------------------------------------------------------------------
 
 
 def test_launcher_on_a_host_outside_the_job_fails_with_a_reason(tmp_path: Path, sessions: list[int]) -> None:
@@ -423,7 +348,7 @@ def test_launcher_on_a_host_outside_the_job_fails_with_a_reason(tmp_path: Path, 
     from rlrunner.loader import load_spec
     from rlrunner.runner import plan
 
-    spec, document = load_spec(Path(__file__).resolve().parents[2] / "experiments" / "basic_ppo.yaml", ())
+    spec, document = load_spec(BASIC_PPO, ())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "RLRUNNER_"))}
     env.update(plan(spec, spec_dir=document.base_dir, local=True).environment)
     env.update({"RLRUNNER_OPT_ML": str(tmp_path), "SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-9"})

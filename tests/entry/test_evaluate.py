@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from policy_models import write_model_dir  # noqa: E402
 
 from rlrunner.cli import main  # noqa: E402
-from rlrunner.entry.evaluate import evaluate_policy, evaluation_env_config, play_vector  # noqa: E402
+from rlrunner.entry.evaluate import evaluate_policy, evaluation_env_config, play_vector, recorded_executable  # noqa: E402
 from rlrunner.entry.unity_env import make_unity_env  # noqa: E402
+from rlrunner.envs import resolve_environment  # noqa: E402
+from rlrunner.schema import EnvironmentSpec  # noqa: E402
+from rlrunner.unity.errors import UnityEnvError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:distutils Version classes are deprecated:DeprecationWarning:mlagents_envs\.environment"
@@ -40,9 +40,11 @@ class Recorder:
         return env
 
 
-def test_evaluate_optimal_policy_scores_0_93_and_closes_the_player(tmp_path: Path, fakes: Any, player_gone: Callable[[int, int], None]) -> None:
+def test_evaluate_optimal_policy_scores_0_93_and_closes_the_player(
+    tmp_path: Path, players_of: Callable[[Any], tuple[int, int]], player_gone: Callable[[int, int], None]
+) -> None:
     model_dir = write_model_dir(tmp_path / "model", constant=RIGHT)
-    recorder = Recorder(fakes.players_of)
+    recorder = Recorder(players_of)
     result = evaluate_policy(model_dir, episodes=5, env_factory=recorder)
     assert result["episodes"] == 5
     assert result["mean"] == result["max"] == result["min"] == pytest.approx(OPTIMAL, abs=1e-6)
@@ -121,9 +123,27 @@ def test_play_vector_skips_autoreset_steps_and_shares_episodes_between_areas() -
 
 
 def test_evaluation_env_config_adds_seed_and_a_step_limit() -> None:
-    experiment = {"environment": {"name": "Basic", "max_episode_steps": None}}
-    assert evaluation_env_config(experiment, seed=3, step_limit=None) == {"name": "Basic", "max_episode_steps": 1000, "seed": 3}
-    assert evaluation_env_config({"environment": {"name": "Basic", "max_episode_steps": 100}}, seed=None, step_limit=None)["max_episode_steps"] == 100
+    executable = Path("/builds/Basic.x86_64")
+    config = evaluation_env_config(EnvironmentSpec(name="Basic"), executable, seed=3, step_limit=None)
+    assert config == {
+        "environment": EnvironmentSpec(name="Basic", max_episode_steps=1000),
+        "executable": "/builds/Basic.x86_64",
+        "seed": 3,
+        "log_dir": None,
+    }
+    recorded = EnvironmentSpec(name="Basic", max_episode_steps=100)
+    assert evaluation_env_config(recorded, executable, seed=None, step_limit=None)["environment"].max_episode_steps == 100
+    assert evaluation_env_config(recorded, executable, seed=None, step_limit=20)["environment"].max_episode_steps == 20
+
+
+def test_recorded_executable_resolves_a_name_and_keeps_a_local_binary() -> None:
+    assert recorded_executable(EnvironmentSpec(name="Basic")) == resolve_environment("Basic")
+    assert recorded_executable(EnvironmentSpec(binary="/builds/Game.x86_64")) == Path("/builds/Game.x86_64")
+    with pytest.raises(UnityEnvError) as excinfo:
+        recorded_executable(EnvironmentSpec(binary="s3://bucket/builds/Game.x86_64"))
+    assert str(excinfo.value) == (
+        "environment.binary: s3://bucket/builds/Game.x86_64 is on S3; evaluation needs a local player build"
+    )
 
 
 def test_cli_evaluate_run_dir_writes_evaluation_json(tmp_path: Path) -> None:

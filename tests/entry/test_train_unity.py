@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,25 +17,21 @@ import time
 from pathlib import Path
 
 import pytest
+from shared import BASIC_PPO, QUICK_TRAINING, ROOT
 
+from rlrunner.contract.checkpoints import Progress
+from rlrunner.contract.errors import EXIT_INVALID
+from rlrunner.contract.metrics import format_metrics_line, metric_definitions, parse_metrics_line
+from rlrunner.contract.sagemaker_container import ENTRY_POINT, ENTRY_SOURCE_DIR
 from rlrunner.entry import train_unity
-from rlrunner.entry.checkpoints import MANIFEST, CheckpointStore, Progress, checkpoint_name
-from rlrunner.entry.custom_module import CustomModuleError, load_module_class
-from rlrunner.entry.metrics import format_metrics_line, metric_definitions, parse_metrics_line
-from rlrunner.entry.processes import process_table, run_processes
+from rlrunner.envs import resolve_environment
 from rlrunner.loader import load_spec
+from rlrunner.processes import process_table, run_processes
 from rlrunner.runner import plan
+from rlrunner.schema import StopSpec
 
-ROOT = Path(__file__).resolve().parents[2]
-BASIC_PPO = ROOT / "experiments" / "basic_ppo.yaml"
 SLIDE_PLAYER = Path(__file__).with_name("continuous_player.py")
-ENTRY_SCRIPT = ROOT / "rlrunner" / "entry" / "train_unity.py"
-FAST = (
-    "algorithm.hyperparameters.train_batch_size_per_learner=250",
-    "algorithm.hyperparameters.minibatch_size=125",
-    "algorithm.hyperparameters.num_epochs=2",
-    "algorithm.model.fcnet_hiddens=[32]",
-)
+ENTRY_SCRIPT = ENTRY_SOURCE_DIR / ENTRY_POINT
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -130,45 +127,7 @@ def is_loopback(address: str) -> bool:
     )
 
 
-# --- the environment, read once ---------------------------------------------------------------
-
-
-def test_read_container_env_defaults_to_opt_ml() -> None:
-    env = train_unity.read_container_env({}, cpu_count=4)
-    assert env.opt_ml == Path("/opt/ml")
-    assert env.model_dir == Path("/opt/ml/model")
-    assert env.output_dir == Path("/opt/ml/output")
-    assert env.output_data_dir == Path("/opt/ml/output/data")
-    assert env.checkpoint_dir == Path("/opt/ml/checkpoints")
-    assert env.code_dir == Path("/opt/ml/code")
-    assert env.failure_file == Path("/opt/ml/output/failure")
-    assert (env.num_cpus, env.num_gpus, env.hosts, env.current_host) == (4, 0, ("algo-1",), "algo-1")
-    assert env.channels == {} and env.experiment_vars == {}
-
-
-def test_read_container_env_reads_sagemaker_variables_and_resourceconfig(tmp_path: Path) -> None:
-    config = tmp_path / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]}))
-    environ = {
-        "RLRUNNER_OPT_ML": str(tmp_path),
-        "SM_MODEL_DIR": "/elsewhere/model",
-        "SM_CHANNEL_TRAIN": "/data/train",
-        "SM_NUM_CPUS": "8",
-        "SM_NUM_GPUS": "1",
-        "RLRUNNER_EXPERIMENT": "v1:1:x",
-        "RLRUNNER_EXPERIMENT_000": "0:0:y",
-        "RLRUNNER_RUN_ID": "abc",
-    }
-    env = train_unity.read_container_env(environ)
-    assert env.opt_ml == tmp_path
-    assert env.model_dir == Path("/elsewhere/model")
-    assert env.checkpoint_dir == tmp_path / "checkpoints"
-    assert env.channels == {"train": Path("/data/train")}
-    assert (env.num_cpus, env.num_gpus) == (8, 1)
-    assert env.hosts == ("algo-1", "algo-2") and env.current_host == "algo-2"
-    assert env.experiment_vars == {"RLRUNNER_EXPERIMENT": "v1:1:x", "RLRUNNER_EXPERIMENT_000": "0:0:y"}
-    assert env.run_id == "abc"
+# --- the launcher's pure parts ----------------------------------------------------------------
 
 
 def test_parse_args_ignores_sagemaker_hyperparameters() -> None:
@@ -177,13 +136,14 @@ def test_parse_args_ignores_sagemaker_hyperparameters() -> None:
     assert train_unity.parse_args(["--rlrunner_run_id", "abc"]).print_config is False
 
 
-def test_stop_criteria_name_the_criterion_met() -> None:
-    stop = train_unity.StopCriteria(timesteps=1000, iterations=None, episode_return_mean=0.9, time_s=None)
-    assert stop.reached(Progress(iteration=1, timesteps=500, time_s=1.0, episode_return_mean=0.5)) is None
-    assert stop.reached(Progress(iteration=2, timesteps=1000, time_s=2.0)) == "timesteps 1000 >= 1000"
-    assert stop.reached(Progress(iteration=1, timesteps=500, time_s=1.0, episode_return_mean=0.93)) == "episode_return_mean 0.93 >= 0.9"
-    assert train_unity.StopCriteria(None, 3, None, 10.0).reached(Progress(3, 0, 0.0)) == "iterations 3 >= 3"
-    assert train_unity.StopCriteria(None, None, None, 10.0).reached(Progress(1, 0, 12.0)) == "time_s 12 >= 10.0"
+def test_stop_reason_names_the_criterion_met() -> None:
+    stop = StopSpec(timesteps=1000, episode_return_mean=0.9)
+    assert train_unity.stop_reason(stop, Progress(iteration=1, timesteps=500, time_s=1.0, episode_return_mean=0.5)) is None
+    assert train_unity.stop_reason(stop, Progress(iteration=2, timesteps=1000, time_s=2.0)) == "timesteps 1000 >= 1000"
+    reached = train_unity.stop_reason(stop, Progress(iteration=1, timesteps=500, time_s=1.0, episode_return_mean=0.93))
+    assert reached == "episode_return_mean 0.93 >= 0.9"
+    assert train_unity.stop_reason(StopSpec(iterations=3, time_s=10.0), Progress(3, 0, 0.0)) == "iterations 3 >= 3"
+    assert train_unity.stop_reason(StopSpec(time_s=10.0), Progress(1, 0, 12.0)) == "time_s 12 >= 10.0"
 
 
 def test_metrics_line_from_result_matches_plan_regexes() -> None:
@@ -194,111 +154,6 @@ def test_metrics_line_from_result_matches_plan_regexes() -> None:
         "iteration": 4, "timesteps": 2000, "episode_return_mean": 0.91, "episode_return_max": 0.93,
         "episode_return_min": -0.2, "episode_len_mean": 7.5, "time_s": 12.346,
     }
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-def fake_rllib_checkpoint(folder: Path, payload: str = "state") -> None:
-    (folder / "learner_group").mkdir()
-    (folder / "learner_group" / "state.pkl").write_text(payload)
-    (folder / "rllib_checkpoint.json").write_text("{}")
-
-
-def test_checkpoint_store_writes_atomically_and_keeps_newest(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path, keep=2)
-    for iteration in (1, 2, 3):
-        saved = store.save(Progress(iteration, iteration * 500, float(iteration)), fake_rllib_checkpoint)
-        assert saved.path.name == checkpoint_name(iteration)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
-    newest = store.newest()
-    assert newest is not None and newest.progress == Progress(3, 1500, 3.0)
-    manifest = json.loads((newest.path / MANIFEST).read_text())
-    assert manifest["files"] == {"learner_group/state.pkl": 5, "rllib_checkpoint.json": 2}
-
-
-def test_checkpoint_store_ignores_incomplete_and_corrupt_checkpoints(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path, keep=5)
-    store.save(Progress(1, 500, 1.0), fake_rllib_checkpoint)
-    good = store.save(Progress(2, 1000, 2.0), fake_rllib_checkpoint)
-    truncated = store.save(Progress(3, 1500, 3.0), fake_rllib_checkpoint)
-    (truncated.path / "learner_group" / "state.pkl").write_text("st")  # a partial S3 sync
-    no_manifest = tmp_path / checkpoint_name(4)
-    no_manifest.mkdir()
-    fake_rllib_checkpoint(no_manifest)  # a kill before the manifest was written
-    partial = tmp_path / ".partial-checkpoint_000005-123"
-    partial.mkdir()
-    assert store.newest() == good
-    removed = store.clean()
-    assert sorted(p.name for p in removed) == [".partial-checkpoint_000005-123", "checkpoint_000003", "checkpoint_000004"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000001", "checkpoint_000002"]
-
-
-def test_checkpoint_store_failed_write_leaves_previous_checkpoint(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path, keep=3)
-    first = store.save(Progress(1, 500, 1.0), fake_rllib_checkpoint)
-
-    def crash(folder: Path) -> None:
-        fake_rllib_checkpoint(folder)
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        store.save(Progress(2, 1000, 2.0), crash)
-    assert store.newest() == first
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_000001"]
-
-
-# --- custom modules ----------------------------------------------------------------------------
-
-
-def test_load_module_class_syntax_error_names_file_line_and_column(tmp_path: Path) -> None:
-    (tmp_path / "broken_net.py").write_text("import torch\nclass Net(:\n    pass\n")
-    with pytest.raises(CustomModuleError) as error:
-        load_module_class(tmp_path, "broken_net:Net")
-    assert str(error.value) == (
-        f"algorithm.model.module 'broken_net:Net': {tmp_path / 'broken_net.py'}:2:11: syntax error: invalid syntax"
-    )
-
-
-def test_load_module_class_rejects_a_class_that_is_not_an_rlmodule(tmp_path: Path) -> None:
-    (tmp_path / "plain_net.py").write_text("class Base:\n    pass\n\nclass Net(Base):\n    pass\n")
-    with pytest.raises(CustomModuleError) as error:
-        load_module_class(tmp_path, "plain_net:Net")
-    assert str(error.value) == (
-        "algorithm.model.module 'plain_net:Net': Net is not an RLModule for torch (Base); subclass "
-        "ray.rllib.core.rl_module.torch.TorchRLModule (and ValueFunctionAPI for PPO, APPO, IMPALA)"
-    )
-
-
-def test_load_module_class_missing_class_lists_the_classes_there(tmp_path: Path) -> None:
-    (tmp_path / "other_net.py").write_text("class Alpha:\n    pass\n")
-    with pytest.raises(CustomModuleError) as error:
-        load_module_class(tmp_path, "other_net:Beta")
-    assert str(error.value) == f"algorithm.model.module 'other_net:Beta': {tmp_path / 'other_net.py'} defines no 'Beta' (classes there: Alpha)"
-
-
-def test_load_module_class_import_error_names_the_line(tmp_path: Path) -> None:
-    (tmp_path / "failing_net.py").write_text("x = 1\nraise RuntimeError('no GPU here')\n")
-    with pytest.raises(CustomModuleError) as error:
-        load_module_class(tmp_path, "failing_net:Net")
-    assert str(error.value) == (
-        f"algorithm.model.module 'failing_net:Net': importing {tmp_path / 'failing_net.py'} failed at "
-        f"{tmp_path / 'failing_net.py'}:2: RuntimeError: no GPU here"
-    )
-
-
-def test_load_module_class_refuses_to_shadow_the_standard_library(tmp_path: Path) -> None:
-    (tmp_path / "random.py").write_text("class Net:\n    pass\n")
-    with pytest.raises(CustomModuleError, match=r"the file name random\.py shadows the standard library module 'random'"):
-        load_module_class(tmp_path, "random:Net")
-
-
-def test_load_module_class_loads_the_example_module() -> None:
-    cls = load_module_class(ROOT / "experiments" / "models", "tiny_mlp:TinyMLP")
-    from ray.rllib.core.rl_module.apis import ValueFunctionAPI
-    from ray.rllib.core.rl_module.torch import TorchRLModule
-
-    assert issubclass(cls, TorchRLModule) and issubclass(cls, ValueFunctionAPI)
 
 
 # --- the launcher as a process -------------------------------------------------------------------
@@ -321,7 +176,7 @@ def test_launcher_without_an_experiment_fails_with_a_reason(tmp_path: Path, sess
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLRUNNER_")}
     env["RLRUNNER_OPT_ML"] = str(tmp_path)
     code, out, err = run_launcher(env, sessions, 60)
-    assert code == train_unity.EXIT_INVALID
+    assert code == EXIT_INVALID
     reason = "the encoded experiment cannot be read: RLRUNNER_EXPERIMENT is not set: this process was not started from an rlrunner plan"
     assert (tmp_path / "output" / "failure").read_text() == reason + "\n"
     assert err == f"rlrunner: error: {reason}\n"
@@ -335,7 +190,7 @@ def bad_input_cases(tmp_path: Path) -> dict[str, tuple[Path, dict[str, str], int
     sleeper.write_text("#!/bin/sh\nsleep 600\n")
     sleeper.chmod(0o755)
     slide = slide_binary(tmp_path)
-    code = tmp_path / "code" / "models"
+    code = tmp_path / "opt_ml" / "code" / "models"
     code.mkdir(parents=True)
     (code / "broken_net.py").write_text("import torch\nclass Net(:\n    pass\n")
     (code / "plain_net.py").write_text("class Net:\n    pass\n")
@@ -354,7 +209,6 @@ def bad_input_cases(tmp_path: Path) -> dict[str, tuple[Path, dict[str, str], int
             f"algorithm:\n  name: PPO\n  model: {{module: '{module}'}}\ntraining:\n  stop: {{iterations: 1}}\n",
         )
 
-    code_dir = {"RLRUNNER_CODE_DIR": str(tmp_path / "code")}
     rejected = write_spec(
         tmp_path / "rejected.yaml",
         "name: rejected\nenvironment: {name: Basic, max_episode_steps: 20}\nalgorithm:\n  name: PPO\n"
@@ -364,8 +218,8 @@ def bad_input_cases(tmp_path: Path) -> dict[str, tuple[Path, dict[str, str], int
         "hyperparameters-rejected": (rejected, {}, 3, r"^algorithm\.hyperparameters: RLlib rejected the configuration: ValueError: `minibatch_size` \(1000\) must be <= `train_batch_size_per_learner` \(500\)\. In PPO"),
         "binary-not-executable": (binary_spec("not-executable", notexec), {}, 4, rf"^environment: {re.escape(str(notexec))}: not executable \(chmod \+x it\)$"),
         "player-never-connects": (binary_spec("never-connects", sleeper), {}, 4, rf"^environment: {re.escape(str(sleeper))}: the player did not connect to 127\.0\.0\.1:\d+ within 3 s\. Check that"),
-        "module-syntax-error": (module_spec("syntax-error", "broken_net:Net"), code_dir, 3, r"^algorithm\.model\.module 'broken_net:Net': .*/code/models/broken_net\.py:2:11: syntax error: invalid syntax$"),
-        "module-not-rlmodule": (module_spec("not-rlmodule", "plain_net:Net"), code_dir, 3, r"^algorithm\.model\.module 'plain_net:Net': Net is not an RLModule for torch"),
+        "module-syntax-error": (module_spec("syntax-error", "broken_net:Net"), {}, 3, r"^algorithm\.model\.module 'broken_net:Net': .*/code/models/broken_net\.py:2:11: syntax error: invalid syntax$"),
+        "module-not-rlmodule": (module_spec("not-rlmodule", "plain_net:Net"), {}, 3, r"^algorithm\.model\.module 'plain_net:Net': Net is not an RLModule for torch"),
         "dqn-on-continuous": (binary_spec("dqn-continuous", slide, "DQN"), {}, 3, r"^algorithm\.name: DQN does not support the environment's Box action space Box\(-1\.0, 1\.0, \(1,\), float32\); it supports Discrete"),
     }
 
@@ -402,7 +256,7 @@ def read_metrics_lines(process: subprocess.Popen[str], until_iteration: int, lin
 
 def test_killed_player_is_restarted_and_training_finishes(tmp_path: Path, sessions: list[int]) -> None:
     """SIGKILL a player mid-training: RLlib restarts the env runner; Ray and the players listen on loopback only."""
-    env = launcher_env(tmp_path, overrides=(*FAST, "training.stop.timesteps=1750"))
+    env = launcher_env(tmp_path, overrides=(*QUICK_TRAINING, "training.stop.timesteps=1750"))
     process = start_launcher(env, sessions)
     lines: list[str] = []
     try:
@@ -436,7 +290,9 @@ def test_custom_model_trains_and_exports_like_the_default_model(tmp_path: Path, 
     """experiments/custom_model.yaml: the user's TinyMLP from the source dir, trained and exported to ONNX."""
     overrides = ("algorithm.hyperparameters.train_batch_size_per_learner=250", "algorithm.hyperparameters.minibatch_size=125",
                  "algorithm.hyperparameters.num_epochs=2", "training.stop.timesteps=500")
-    env = launcher_env(tmp_path, ROOT / "experiments" / "custom_model.yaml", overrides, RLRUNNER_CODE_DIR=str(ROOT / "experiments"))
+    env = launcher_env(tmp_path, ROOT / "experiments" / "custom_model.yaml", overrides)
+    (tmp_path / "opt_ml").mkdir()
+    (tmp_path / "opt_ml" / "code").symlink_to(ROOT / "experiments")  # the code dir holds the source dir, models/
     code, out, err = run_launcher(env, sessions, 180)
     assert code == 0, err[-3000:]
     model = tmp_path / "opt_ml" / "model"
@@ -447,7 +303,7 @@ def test_custom_model_trains_and_exports_like_the_default_model(tmp_path: Path, 
     import onnxruntime
     import torch
 
-    from rlrunner.entry.checkpoints import CheckpointStore
+    from rlrunner.contract.checkpoints import CheckpointStore
     from rlrunner.entry.export import load_rl_module
 
     newest = CheckpointStore(tmp_path / "opt_ml" / "checkpoints", keep=3).newest()
@@ -462,3 +318,41 @@ def test_custom_model_trains_and_exports_like_the_default_model(tmp_path: Path, 
     with torch.no_grad():
         logits = module.forward_inference({"obs": torch.from_numpy(obs)})["action_dist_inputs"].numpy()
     np.testing.assert_array_equal(actions, logits.argmax(axis=-1))
+
+
+def test_sagemaker_shaped_job_trains_the_build_from_the_train_channel(tmp_path: Path, sessions: list[int]) -> None:
+    """/opt/ml laid out as SageMaker lays it: the build in input/data/train (without its x bit, as S3 gives it),
+    the entry script in code/, the plan's variables; the launcher trains, exports and evaluates into model/."""
+    build = Path(resolve_environment("Basic"))
+    spec = write_spec(
+        tmp_path / "game.yaml",
+        f"name: game\nenvironment:\n  binary: {build}\n  max_episode_steps: 100\nalgorithm:\n  name: PPO\n"
+        "training:\n  stop: {timesteps: 500}\n  evaluation_episodes: 3\ncompute: {instance_type: ml.c5.xlarge}\n",
+    )
+    experiment_spec, document = load_spec(spec, QUICK_TRAINING)
+    job = plan(experiment_spec, spec_dir=document.base_dir)
+    assert job.experiment["environment"]["binary"] == f"/opt/ml/input/data/train/{build.name}"
+    opt_ml = tmp_path / "opt_ml"
+    channel = opt_ml / "input" / "data" / "train"
+    channel.mkdir(parents=True)
+    shutil.copy(build, channel / build.name)
+    (channel / build.name).chmod(0o644)
+    (opt_ml / "input" / "config").mkdir(parents=True)
+    (opt_ml / "input" / "config" / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    shutil.copytree(job.estimator["source_dir"], opt_ml / "code")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "RLRUNNER_"))}
+    env.update(job.environment)
+    env.update({"RLRUNNER_OPT_ML": str(opt_ml), "SM_CHANNEL_TRAIN": str(channel), "SM_NUM_CPUS": "2", "PYTHONWARNINGS": "ignore"})
+    process = subprocess.Popen(
+        [sys.executable, job.estimator["entry_point"], "--rlrunner_run_id", job.run_id], cwd=opt_ml / "code", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    sessions.append(process.pid)
+    out, err = process.communicate(timeout=300)
+
+    assert process.returncode == 0, err[-3000:]
+    assert (opt_ml / "model" / "policy.onnx").is_file()
+    evaluation = json.loads((opt_ml / "model" / "evaluation.json").read_text())
+    assert evaluation["episodes"] == 3 and evaluation["greedy"] is True
+    assert evaluation["min"] <= evaluation["mean"] <= evaluation["max"]
+    assert f"rlrunner: evaluation: mean {evaluation['mean']:.4f}" in out

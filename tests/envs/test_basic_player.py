@@ -17,9 +17,10 @@ from mlagents_envs.side_channel.engine_configuration_channel import EngineConfig
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.side_channel_manager import SideChannelManager
 
-from rlrunner.entry.unity_env import ManagedUnityEnvironment, reserve_port
 from rlrunner.envs import BUNDLED_ENVIRONMENTS, resolve_environment
 from rlrunner.envs.basic import player
+from rlrunner.unity.launch import PYTHON_VARIABLE, ManagedUnityEnvironment
+from rlrunner.unity.ports import reserve_port
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:distutils Version classes are deprecated:DeprecationWarning:mlagents_envs\.environment"
@@ -78,9 +79,12 @@ def test_player_sends_terminal_and_next_decision_together(basic_unity: ManagedUn
     assert int(np.argmax(terminal.obs[0][0])) == 7 and int(np.argmax(decision.obs[0][0])) == 10
 
 
-def test_player_works_with_stock_unity_environment(tmp_path: Path, player_gone: Callable[[int, int], None]) -> None:
+def test_player_works_with_stock_unity_environment(
+    tmp_path: Path, player_gone: Callable[[int, int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     lease = reserve_port(7400)
     lease.release()  # the stock communicator binds the port itself
+    monkeypatch.setenv(PYTHON_VARIABLE, sys.executable)  # the stock launch passes this process's environment on
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="distutils Version classes", category=DeprecationWarning)
         env = UnityEnvironment(

@@ -49,7 +49,7 @@ def _local_registry(tmp_path: Path) -> object:
 def test_resolve_environment_falls_back_to_mlagents_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlagents_envs.registry
 
-    import rlrunner.entry.unity_env  # noqa: F401  (imports mlagents_envs with its protobuf warnings filtered)
+    import rlrunner.unity.launch  # noqa: F401  (imports mlagents_envs with its protobuf warnings filtered)
 
     monkeypatch.setattr(mlagents_envs.registry, "default_registry", _local_registry(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))

@@ -8,8 +8,9 @@ from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 from mlagents_envs.communicator_objects.unity_rl_initialization_input_pb2 import UnityRLInitializationInputProto
 
-import rlrunner.entry.unity_env  # noqa: F401  (imports mlagents_envs with its protobuf warnings filtered)
-from rlrunner.envs.basic import player, wire
+import rlrunner.unity.launch  # noqa: F401  (imports mlagents_envs with its protobuf warnings filtered)
+from rlrunner.envs.basic import player
+from rlrunner.unity import wire
 
 
 def test_message_init_output_decodes_with_protobuf() -> None:

@@ -17,7 +17,7 @@ import pytest
 from http_helpers import post_json, start_server, stop_server, wait_healthy
 
 from rlrunner.entry.evaluate import evaluate_policy
-from rlrunner.entry.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 SHORT_RUN = ["training.stop.timesteps=1000", "training.env_runners=1", "training.evaluation_episodes=3", "compute.instance_type=local"]
@@ -89,7 +89,7 @@ def test_greedy_actions_agree_between_rl_module_onnx_and_server_on_1000_observat
 
 
 def test_evaluate_of_the_trained_run_matches_its_evaluation_json(trained_run: Path) -> None:
-    recorded = json.loads((trained_run / "evaluation.json").read_text())
+    recorded = json.loads((trained_run / "model" / "evaluation.json").read_text())
     again = evaluate_policy(trained_run / "model", episodes=recorded["episodes"], seed=recorded["seed"])
     assert again["returns"] == recorded["returns"]  # greedy and seeded: the same episodes
     assert -1.0 < again["mean"] <= 0.93 + 1e-6

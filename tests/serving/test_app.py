@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from http_helpers import assert_port_free, post_json, request
 
-from rlrunner.entry.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy
 from rlrunner.serving.app import create_app
 
 OBS = [[0.0] * 10 + [1.0] + [0.0] * 9]

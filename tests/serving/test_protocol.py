@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from policy_models import write_model_dir
 
-from rlrunner.entry.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy
 from rlrunner.serving import protocol
 from rlrunner.serving.protocol import RequestError, handle, parse_invocation, parse_returns
-from rlrunner.serving.server import container_options
 
 ROW = [0.0] * 20
 
@@ -91,17 +90,3 @@ def test_dumps_without_orjson_writes_the_same_json(monkeypatch: pytest.MonkeyPat
     assert json.loads(protocol.dumps(data)) == fast == {"actions": [1, 2], "logits": [[0.5, 0.25]]}
     with pytest.raises(RequestError, match=r"^body: invalid JSON \(.*\); NaN and Infinity are not JSON numbers$"):
         protocol.loads(b"[[NaN]]")
-
-
-@pytest.mark.parametrize(
-    ("environ", "port", "model_dir"),
-    [({}, 8080, "/opt/ml/model"), ({"SAGEMAKER_BIND_TO_PORT": "9090", "RLRUNNER_MODEL_DIR": "/models/a"}, 9090, "/models/a")],
-)
-def test_container_options_follow_sagemakers_contract(environ: dict[str, str], port: int, model_dir: str) -> None:
-    options = container_options(environ)
-    assert (options.host, options.port, str(options.model_dir)) == ("0.0.0.0", port, model_dir)
-
-
-def test_container_options_refuse_a_bad_port() -> None:
-    with pytest.raises(ValueError, match=r"^SAGEMAKER_BIND_TO_PORT: expected a port number, got 'http'$"):
-        container_options({"SAGEMAKER_BIND_TO_PORT": "http"})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from http_helpers import ServerProcess, assert_port_free, post_json, request, start_server, stop_server, wait_healthy
 
-from rlrunner.entry.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy
 
 OBS = np.eye(20, dtype=np.float32)[[10]].tolist()  # Basic's start position, one-hot
 BIG = b'{"observations": [' + b"0.0, " * 10_000_000 + b"0]}"  # 50 MB

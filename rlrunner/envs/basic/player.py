@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from rlrunner.envs.basic import wire
+from rlrunner.unity import wire
 
 BEHAVIOR_NAME = "Basic?team=0"
 COMMUNICATION_VERSION = "1.5.0"

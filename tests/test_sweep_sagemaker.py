@@ -6,17 +6,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from test_sagemaker import put_model, quiet, runs, throttle  # noqa: F401  (runs is a fixture)
+from aws_helpers import put_model, quiet, throttle
+from shared import ROOT
 
 from rlrunner import aws
-from rlrunner.backends import sagemaker as backend
 from rlrunner.loader import load_spec
-from rlrunner.sweep import expand, run_points
+from rlrunner.sweep import expand, run_points, sagemaker_backend
 
 if TYPE_CHECKING:
     from tests.conftest import AwsTestEnv
 
-ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "experiments" / "sweep_lr_seeds.yaml"
 POLLS_UNTIL_DONE = 3
 
@@ -54,11 +53,7 @@ def test_sweep_on_sagemaker_creates_four_jobs_two_at_a_time_and_retries_throttli
                 return
             in_progress.discard(name)
         job = aws_env.training_job(name)
-        put_model(
-            aws_env,
-            job.model_artifacts["S3ModelArtifacts"],
-            {"policy.onnx": b"onnx", "evaluation.json": b'{"mean": 0.93}'},
-        )
+        put_model(aws_env, job.model_artifacts["S3ModelArtifacts"], evaluation={"mean": 0.93})
         job.training_job_status = job.secondary_status = "Completed"
 
     def session() -> aws.AwsContext:
@@ -77,7 +72,7 @@ def test_sweep_on_sagemaker_creates_four_jobs_two_at_a_time_and_retries_throttli
         events.register("provide-client-params.sagemaker.DescribeTrainingJob", job_polled)
         return ctx
 
-    launch, finished = backend.sweep_backend(
+    launch, finished = sagemaker_backend(
         SWEEP.parent, echo=quiet, runs_root=runs, poll_s=0, session_factory=session
     )
     results = run_points(points, launch=launch, finished=finished, max_parallel=2, report=lambda p, r: None)

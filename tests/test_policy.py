@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from policy_models import reference_actions, write_model_dir  # noqa: E402
 
-from rlrunner.entry.policy import ActionSpace, ObservationError, OnnxPolicy, PolicyError, softmax  # noqa: E402
+from rlrunner.policy import ActionSpace, ObservationError, OnnxPolicy, PolicyError, softmax  # noqa: E402
 
 SPACES: dict[str, dict[str, Any]] = {
     "discrete": {"type": "discrete", "n": 3},

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlrunner.entry.codec import (
+from rlrunner.contract.experiment_env import (
     HEADER_KEY,
     MAX_VALUE_CHARS,
     CodecError,

@@ -26,16 +26,22 @@ from typing import Any
 import yaml
 
 from rlrunner import aws
-from rlrunner.aws import AwsContext, AwsError, aws_errors, error_code
-from rlrunner.entry.policy import EXPERIMENT_FILE, PolicyError, check_model_dir
-from rlrunner.runner import DEFAULT_IMAGE
+from rlrunner.aws import (
+    AwsContext,
+    AwsError,
+    aws_errors,
+    check_s3_object,
+    ensure_default_bucket,
+    error_code,
+    expand_image,
+    resolve_role,
+)
+from rlrunner.contract.model_dir import EXPERIMENT_FILE
+from rlrunner.contract.run_dir import DEPLOYMENT_FILE, JOB_FILE, SPEC_FILE, RunDir, atomic_write_json
+from rlrunner.contract.sagemaker_container import DEFAULT_IMAGE
+from rlrunner.policy import PolicyError, check_model_dir
 from rlrunner.schema import NAME_PATTERN, RESERVED_TAG_PREFIX, ComputeSpec, DeploySpec, ExperimentSpec
 
-MODEL_DIR = "model"
-JOB_RECORD = "job.json"
-DEPLOYMENT_FILE = "deployment.json"
-SPEC_FILES = ("spec.yaml", "spec.json")
-"""Where a run dir may keep its resolved spec (the first one found is read)."""
 MODEL_PREFIX = "rlrunner/models"
 MAX_NAME = 63
 WAIT_POLL_S = 15.0
@@ -88,28 +94,26 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_resolved_spec(run_dir: Path) -> ExperimentSpec | None:
-    """The resolved spec a run dir keeps (one of SPEC_FILES), or None when it keeps none."""
+    """The resolved spec a run dir keeps (spec.yaml), or None when it keeps none."""
     from pydantic import ValidationError
 
-    for name in SPEC_FILES:
-        path = run_dir / name
-        if path.is_file():
-            try:
-                data = yaml.safe_load(path.read_text())
-                return ExperimentSpec.model_validate(data)
-            except (yaml.YAMLError, ValidationError) as error:
-                raise PolicyError(f"{path}: not a valid resolved spec ({str(error).splitlines()[0]})") from None
-    return None
+    path = run_dir / SPEC_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ExperimentSpec.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as error:
+        raise PolicyError(f"{path}: not a valid resolved spec ({str(error).splitlines()[0]})") from None
 
 
 def read_source(run_dir: Path) -> DeploySource:
     """What to deploy from a run dir: its spec (deploy and compute blocks), job record and model."""
     spec = read_resolved_spec(run_dir)
-    record = _read_json(run_dir / JOB_RECORD) if (run_dir / JOB_RECORD).is_file() else {}
-    model_dir = run_dir / MODEL_DIR if (run_dir / MODEL_DIR).is_dir() else None
+    record = _read_json(run_dir / JOB_FILE) if (run_dir / JOB_FILE).is_file() else {}
+    model_dir = RunDir(run_dir).model if RunDir(run_dir).model.is_dir() else None
     artifact = record.get("model_artifact")
     if model_dir is None and not artifact:
-        raise PolicyError(f"{run_dir}: nothing to deploy (no {MODEL_DIR}/ and no SageMaker job in {JOB_RECORD})")
+        raise PolicyError(f"{run_dir}: nothing to deploy (no model/ and no SageMaker job in {JOB_FILE})")
     if model_dir is not None and not artifact:
         check_model_dir(model_dir)
     experiment = _read_json(model_dir / EXPERIMENT_FILE) if model_dir and (model_dir / EXPERIMENT_FILE).is_file() else {}
@@ -117,7 +121,7 @@ def read_source(run_dir: Path) -> DeploySource:
     name = spec.name if spec else str(experiment.get("name") or planned.get("name") or "")
     run_id = spec.run_id if spec else str(experiment.get("run_id") or record.get("run_id") or "")
     if not name or not run_id:
-        raise PolicyError(f"{run_dir}: cannot tell the experiment's name and run id (no resolved spec, {EXPERIMENT_FILE} or {JOB_RECORD})")
+        raise PolicyError(f"{run_dir}: cannot tell the experiment's name and run id (no resolved spec, {EXPERIMENT_FILE} or {JOB_FILE})")
     return DeploySource(
         run_dir=run_dir,
         name=name,
@@ -202,8 +206,6 @@ def deploy(
     echo: Callable[[str], None] = print,
 ) -> Deployment:
     """Create the SageMaker model, endpoint config and endpoint for a run; record them in `deployment.json`."""
-    from rlrunner.backends.sagemaker import check_s3_object, ensure_default_bucket, expand_image, resolve_role
-
     source = read_source(run_dir)
     endpoint = endpoint_name_for(source, endpoint_name)
     ctx = (session_factory or aws.connect)()
@@ -214,7 +216,7 @@ def deploy(
     image_uri = source.image_uri or expand_image(source.compute.image or DEFAULT_IMAGE, ctx.account_id, ctx.region)
     bucket = ensure_default_bucket(ctx)
     if source.model_artifact:
-        check_s3_object(ctx.client("s3"), source.model_artifact, f"{run_dir / JOB_RECORD}: model_artifact")
+        check_s3_object(ctx.client("s3"), source.model_artifact, f"{run_dir / JOB_FILE}: model_artifact")
         model_data = source.model_artifact
     else:
         model_data = upload_model(ctx, source, bucket, echo=echo)
@@ -275,10 +277,7 @@ def _environ_role() -> str | None:
 
 def write_deployment(run_dir: Path, deployment: Deployment) -> Path:
     """Record the deployment in `<run dir>/deployment.json` (atomically)."""
-    path = run_dir / DEPLOYMENT_FILE
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(asdict(deployment), indent=2) + "\n")
-    partial.replace(path)
+    path = atomic_write_json(run_dir / DEPLOYMENT_FILE, asdict(deployment))
     return path
 
 

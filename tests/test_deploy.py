@@ -18,13 +18,13 @@ from http_helpers import post_json, start_server, stop_server, wait_healthy
 from policy_models import write_model_dir
 
 from rlrunner import __version__
+from rlrunner import deploy as deploying
 from rlrunner.aws import AwsError, connect
 from rlrunner.cli import main
-from rlrunner.entry.policy import PolicyError
 from rlrunner.loader import load_spec
-from rlrunner.serving import deploy as deploying
+from rlrunner.policy import PolicyError
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 OBS = np.eye(20)[[10, 3]].tolist()
 
 

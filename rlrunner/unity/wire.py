@@ -1,9 +1,11 @@
-"""Hand-rolled protobuf wire format for the few ML-Agents messages the Basic player speaks.
+"""Hand-rolled protobuf wire format for the few ML-Agents messages rlrunner builds or reads itself.
 
-The player avoids the generated ``mlagents_envs`` classes on purpose: with protobuf 3.20 on Python
-3.11 only the pure-Python implementation exists, and building/parsing messages through it costs
-more per step than the whole game. Field numbers follow ``communicator_objects/*.proto``
-(reference §2.2); tests decode every message built here with the real generated classes.
+Both sides of the protocol use it: the trainer's fast path (``rlrunner.unity.fast_path``) and the
+bundled Basic player (``rlrunner.envs.basic.player``). They avoid the generated ``mlagents_envs``
+classes on purpose: with protobuf 3.20 on Python 3.11 only the pure-Python implementation exists,
+and building/parsing messages through it costs more per step than the whole game. Field numbers
+follow ``communicator_objects/*.proto`` (reference §2.2); tests decode every message built here
+with the real generated classes. Standard library only.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from rlrunner.contract.errors import InvalidSpecError
+
 FORMAT_VERSION = 1
 HEADER_KEY = "RLRUNNER_EXPERIMENT"
 MAX_ENV_VARS = 100
@@ -22,7 +24,7 @@ MAX_VALUE_CHARS = 512
 _CHUNK_PREFIX_CHARS = len("999:ffffffff:")
 
 
-class CodecError(ValueError):
+class CodecError(InvalidSpecError):
     """The encoded experiment cannot be written or read back."""
 
 

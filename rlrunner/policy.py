@@ -17,22 +17,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-FORMAT = 1
-POLICY_FILE = "policy.onnx"
-METADATA_FILE = "policy.json"
-EXPERIMENT_FILE = "experiment.json"
-INPUT_NAME = "obs"
-ACTIONS = "actions"
-DIST_INPUTS = "action_dist_inputs"
+from rlrunner.contract.errors import UsageError
+from rlrunner.contract.model_dir import (
+    ACTIONS,
+    DIST_INPUTS,
+    EXPERIMENT_FILE,
+    FORMAT,
+    INPUT_NAME,
+    METADATA_FILE,
+    ONNX_FILE,
+)
 
 ActionKind = Literal["discrete", "multi_discrete", "box"]
 
 
-class PolicyError(ValueError):
+class PolicyError(UsageError, ValueError):
     """A model dir that does not hold a usable policy (missing file, bad metadata, mismatched model)."""
 
 
-class ObservationError(ValueError):
+class ObservationError(UsageError, ValueError):
     """Observations that the policy cannot take (shape, type, non-finite values)."""
 
 
@@ -148,7 +151,7 @@ class OnnxPolicy:
     def from_dir(cls, model_dir: str | Path, *, threads: int | None = None) -> OnnxPolicy:
         """Load `policy.onnx` and `policy.json` from a model dir (`threads`: onnxruntime intra-op threads)."""
         model_dir = check_model_dir(model_dir)
-        metadata_path, onnx_path = model_dir / METADATA_FILE, model_dir / POLICY_FILE
+        metadata_path, onnx_path = model_dir / METADATA_FILE, model_dir / ONNX_FILE
         try:
             data = json.loads(metadata_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -202,7 +205,7 @@ class OnnxPolicy:
 def check_model_dir(model_dir: str | Path) -> Path:
     """`model_dir` as a Path, or PolicyError naming the policy files it lacks."""
     model_dir = Path(model_dir)
-    missing = [name for name in (POLICY_FILE, METADATA_FILE) if not (model_dir / name).is_file()]
+    missing = [name for name in (ONNX_FILE, METADATA_FILE) if not (model_dir / name).is_file()]
     if missing:
         raise PolicyError(f"{model_dir}: not a model dir ({', '.join(missing)} missing)")
     return model_dir

@@ -1,0 +1,21 @@
+"""What test modules share: the project root, the bundled experiments and the quick-training overrides.
+
+(`tests/` is on sys.path for every test: pytest puts the root conftest's folder there.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+BASIC_PPO = EXPERIMENTS / "basic_ppo.yaml"
+CUSTOM_MODEL = EXPERIMENTS / "custom_model.yaml"
+QUICK_TRAINING = (
+    "algorithm.hyperparameters.train_batch_size_per_learner=250",
+    "algorithm.hyperparameters.minibatch_size=125",
+    "algorithm.hyperparameters.num_epochs=2",
+    "algorithm.model.fcnet_hiddens=[32]",
+    "training.evaluation_episodes=3",
+)
+"""`--set` overrides that make a Basic run take seconds: small batches, a small net, a short evaluation."""
