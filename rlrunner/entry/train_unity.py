@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlrunner.contract import model_dir as model_files
@@ -47,7 +47,7 @@ from rlrunner.contract.errors import (
 )
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
 from rlrunner.contract.metrics import format_metrics_line
-from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env
+from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env, resolve_player_path
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
@@ -185,15 +185,17 @@ def resolve_executable(environment: EnvironmentSpec, channels: Mapping[str, Path
             return resolve_environment(environment.name)
         except EnvironmentNotFoundError as error:
             raise InfrastructureError(f"environment: {error}") from None
-    binary = str(environment.binary)
-    if Path(binary).is_absolute():
-        return Path(binary)
-    if "train" in channels:
-        path = Path(channels["train"]) / PurePosixPath(binary).name
-        if path.is_file() and not os.access(path, os.X_OK):  # SageMaker copies channel files without the x bit
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        return path
-    return Path(binary).resolve()
+    path = resolve_player_path(str(environment.binary), channels)
+    if not path.is_absolute():
+        path = path.resolve()
+    if path.is_file() and not os.access(path, os.X_OK) and is_channel_file(path, channels):
+        # SageMaker copies channel files from S3 without their x bit
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def is_channel_file(path: Path, channels: Mapping[str, Path]) -> bool:
+    return any(path.is_relative_to(Path(folder)) for folder in channels.values())
 
 
 def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:

@@ -190,10 +190,11 @@ def bad_input_cases(tmp_path: Path) -> dict[str, tuple[Path, dict[str, str], int
     sleeper.write_text("#!/bin/sh\nsleep 600\n")
     sleeper.chmod(0o755)
     slide = slide_binary(tmp_path)
-    code = tmp_path / "opt_ml" / "code" / "models"
+    code = tmp_path / "code" / "models"  # the spec's source_dir, and where SageMaker puts it in the code dir
     code.mkdir(parents=True)
     (code / "broken_net.py").write_text("import torch\nclass Net(:\n    pass\n")
     (code / "plain_net.py").write_text("class Net:\n    pass\n")
+    shutil.copytree(code, tmp_path / "opt_ml" / "code" / "models")
 
     def binary_spec(name: str, binary: Path, algorithm: str = "PPO") -> Path:
         return write_spec(
