@@ -97,18 +97,133 @@ def dotted(path: Iterable[str | int]) -> str:
     return text
 
 
-# --- YAML with positions ---------------------------------------------------------------------------
+# --- YAML with positions, bounded ----------------------------------------------------------------
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A spec file is at most 1 MiB."""
+MAX_DEPTH = 32
+"""Mappings and lists nest at most 32 levels deep."""
+MAX_ITEMS = 10_000
+"""A list or mapping holds at most 10,000 entries."""
+MAX_VALUES = 100_000
+"""A document holds at most 100,000 values once YAML aliases are expanded."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff\ud800-\udfff]")
+# YAML 1.1 reads 1e-4 (no dot) as a string; every user means a number.
+_FLOAT_WITHOUT_DOT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class _Limit(Exception):
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses explicit tags and stops at the depth and size limits while composing."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if not isinstance(event, yaml.AliasEvent) and getattr(event, "tag", None) not in (None, "!"):
+            raise _Limit(event.start_mark, f"YAML tags are not allowed (got {event.tag}); quote the value to make it a string")
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            if self.depth >= MAX_DEPTH:
+                raise _Limit(event.start_mark, f"nested more than {MAX_DEPTH} levels deep (the limit)")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor: Any) -> Any:
+        start = self.peek_event().start_mark
+        node = yaml.SequenceNode(self.get_event().tag or "tag:yaml.org,2002:seq", [], start, None)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        while not self.check_event(yaml.SequenceEndEvent):
+            if len(node.value) >= MAX_ITEMS:
+                raise _Limit(start, f"a list of more than {MAX_ITEMS:,} items (the limit)")
+            node.value.append(self.compose_node(node, len(node.value)))
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        start = self.peek_event().start_mark
+        node = yaml.MappingNode(self.get_event().tag or "tag:yaml.org,2002:map", [], start, None)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        while not self.check_event(yaml.MappingEndEvent):
+            if len(node.value) >= MAX_ITEMS:
+                raise _Limit(start, f"a mapping of more than {MAX_ITEMS:,} keys (the limit)")
+            key = self.compose_node(node, None)
+            node.value.append((key, self.compose_node(node, key)))
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def flatten_mapping(self, node: Any) -> None:
+        # PyYAML's merge (`<<: [*a, *b]`), stopping as soon as the merged mapping passes the limit.
+        merge: list[Any] = []
+        index = 0
+        while index < len(node.value):
+            key_node, value_node = node.value[index]
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                index += 1
+                continue
+            del node.value[index]
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in reversed(sources):
+                if not isinstance(source, yaml.MappingNode):
+                    raise _Limit(source.start_mark, "a merge key (<<) takes a mapping or a list of mappings")
+                self.flatten_mapping(source)
+                merge.extend(source.value)
+                if len(merge) + len(node.value) > MAX_ITEMS:
+                    raise _Limit(node.start_mark, f"a mapping of more than {MAX_ITEMS:,} keys after merging (the limit)")
+        if merge:
+            node.value = merge + node.value
+
+
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789"))
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def compose_yaml(text: str, source: str, line: int = 1, column: int = 1) -> yaml.Node | None:
+    """Parse YAML text into a node graph within the limits; every problem is a located SpecError.
+
+    `line`/`column`: where `text` starts in `source` (a `--set` value starts after `key=`).
+    """
+
+    def located(at_line: int, at_column: int, message: str) -> SpecError:
+        where = Location(source, line + at_line - 1, (column + at_column - 1) if at_line == 1 else at_column)
+        return SpecError([Problem(where, "", message)])
+
+    control = _CONTROL.search(text)
+    if control:
+        raise located(*_position(text, control.start()), f"control character {ord(control.group()):#04x} is not allowed in a spec")
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    except _Limit as error:
+        raise located(error.mark.line + 1, error.mark.column + 1, error.message) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise located(*at, f"YAML syntax error: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise located(1, 1, f"YAML error: {error}") from None
+    finally:
+        loader.dispose()
 
 
 def parse_yaml(text: str, source: str) -> Document:
     """Parse YAML safely, keeping each node's line and column; duplicate keys are errors."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"YAML syntax error: {error.problem or error.context}"
-        raise SpecError([Problem(Location(source, line, column), "", message)]) from None
+    node = compose_yaml(text, source)
     document = Document(source, None)
     if node is None:
         raise SpecError(
@@ -120,36 +235,72 @@ def parse_yaml(text: str, source: str) -> Document:
                 )
             ]
         )
-    constructor = yaml.SafeLoader("")
     problems: list[Problem] = []
-    document.data = _construct(node, (), document, constructor, problems)
+    try:
+        document.data = _construct(node, (), document, _Builder(), problems)
+    except _Limit as error:
+        raise SpecError([Problem(Location(source, error.mark.line + 1, error.mark.column + 1), "", error.message)]) from None
     if problems:
         raise SpecError(problems)
     return document
 
 
-def _construct(
-    node: yaml.Node, path: PathKey, document: Document, constructor: yaml.SafeLoader, problems: list[Problem]
-) -> Any:
-    document.locations[path] = Location(document.source, node.start_mark.line + 1, node.start_mark.column + 1)
+class _Builder:
+    """Constructs values from nodes, counting them: aliases may not expand a document past MAX_VALUES."""
+
+    def __init__(self) -> None:
+        self.constructor = _BoundedLoader("")
+        self.count = 0
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node)
+        except (ValueError, OverflowError, yaml.YAMLError) as error:
+            raise _Limit(node.start_mark, f"cannot read the value {node.value!r}: {getattr(error, 'problem', None) or error}") from None
+
+
+def _construct(node: yaml.Node, path: PathKey, document: Document, builder: _Builder, problems: list[Problem]) -> Any:
+    where = Location(document.source, node.start_mark.line + 1, node.start_mark.column + 1)
+    builder.count += 1
+    if builder.count > MAX_VALUES:
+        raise _Limit(node.start_mark, f"the document expands to more than {MAX_VALUES:,} values (the limit; YAML aliases?)")
+    document.locations[path] = where
     if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)
+        builder.constructor.flatten_mapping(node)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                at = Location(document.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                problems.append(Problem(at, dotted(path), "a key must be a plain value, not a list or mapping"))
+                continue
+            key = builder.scalar(key_node)
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                where = Location(document.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                problems.append(Problem(where, dotted((*path, key)), "duplicate key"))
+                at = Location(document.source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                problems.append(Problem(at, dotted((*path, key)), "duplicate key"))
                 continue
-            result[key] = _construct(value_node, (*path, key), document, constructor, problems)
+            result[key] = _construct(value_node, (*path, key), document, builder, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(item, (*path, index), document, constructor, problems) for index, item in enumerate(node.value)
-        ]
-    return constructor.construct_object(node)
+        return [_construct(item, (*path, index), document, builder, problems) for index, item in enumerate(node.value)]
+    return builder.scalar(node)
+
+
+def parse_value(text: str, location: Location) -> Any:
+    """One YAML value (a `--set` value, a `${env:}` value) within the same limits as a file; no positions."""
+    node = compose_yaml(text, location.source, location.line, location.column)
+    if node is None:
+        return None
+    scratch = Document(location.source, None)
+    problems: list[Problem] = []
+    try:
+        value = _construct(node, (), scratch, _Builder(), problems)
+    except _Limit as error:
+        raise SpecError([Problem(location, "", error.message)]) from None
+    if problems:
+        raise SpecError([Problem(location, "", p.message) for p in problems])
+    return value
 
 
 # --- ${env:VAR} and --set ----------------------------------------------------------------------------
@@ -192,8 +343,8 @@ def interpolate_env(document: Document, environ: Mapping[str, str]) -> list[Prob
 
 def _yaml_scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        return parse_value(text, Location("${env:}", 1, 1)) if text.strip() else None
+    except SpecError:
         return text
 
 
@@ -212,19 +363,15 @@ def apply_overrides(document: Document, overrides: Sequence[str]) -> list[Proble
                 )
             )
             continue
+        where = Location(source, 1, len(key) + 2)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as error:
-            problems.append(
-                Problem(
-                    Location(source, 1, len(key) + 2),
-                    key,
-                    f"value is not valid YAML: {getattr(error, 'problem', error)}",
-                )
-            )
+            value = parse_value(raw, where) if raw.strip() else None
+        except SpecError as error:
+            message = error.problems[0].message.removeprefix("YAML syntax error: ")
+            problems.append(Problem(where, key, f"value is not valid YAML: {message}"))
             continue
         path: PathKey = tuple(int(part) if part.isdigit() else part for part in key.split("."))
-        problem = set_path(document, path, value, Location(source, 1, len(key) + 2))
+        problem = set_path(document, path, value, where)
         if problem:
             problems.append(problem)
     return problems
@@ -245,6 +392,7 @@ def set_path(document: Document, path: PathKey, value: Any, location: Location) 
             child = {}
             if isinstance(target, dict):
                 target[part] = child
+                document.locations[path[: index + 1]] = location  # a mapping the override made: its errors are the override's
             else:
                 return Problem(location, dotted(path[: index + 1]), "no such element to set")
         if not isinstance(child, dict | list):
@@ -476,11 +624,17 @@ def load_document(
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(
-            [Problem(Location(source, 1, 1), "", f"cannot read the file: {getattr(error, 'strerror', None) or error}")]
-        ) from None
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise SpecError([Problem(Location(source, 1, 1), "", f"cannot read the file: {error.strerror or error}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError([Problem(Location(source, 1, 1), "", f"the file is larger than {MAX_FILE_BYTES:,} bytes (the limit)")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _position(raw.decode("utf-8", "replace"), len(raw[: error.start].decode("utf-8", "replace")))
+        raise SpecError([Problem(Location(source, line, column), "", f"not UTF-8 text (byte {raw[error.start]:#04x})")]) from None
     document = parse_yaml(text, source)
     document.base_dir = path.parent
     problems = interpolate_env(document, os.environ if environ is None else environ)

@@ -9,7 +9,7 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, create_model, model_validator
 
 from rlrunner.hyperparameters import ALGORITHMS, RANGES, load_table
 
@@ -28,7 +28,9 @@ RESERVED_TAG_PREFIX = "rlrunner:"
 class Frozen(BaseModel):
     """Base of every spec model: immutable, unknown keys rejected, docs from attribute docstrings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # strict: YAML's own types are unambiguous, so `true` is no integer and `'10000'` no number;
+    # numbers are finite (`.inf`, `.nan`, `1e309` are rejected).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True, allow_inf_nan=False)
 
 
 class EnvironmentSpec(Frozen):
@@ -110,7 +112,8 @@ def _annotation(key: str, kind: str) -> Any:
         return Annotated[int, number]
     if kind == "float":
         if key in ("lr", "entropy_coeff"):
-            return Annotated[float, number] | list[tuple[int, float]]
+            # a schedule [[timestep, value], ...]: YAML gives lists, so the pair (not its items) is lax
+            return Annotated[float, number] | list[Annotated[tuple[Annotated[int, Strict()], Annotated[float, Strict()]], Strict(False)]]
         return Annotated[float, number]
     if kind == "auto":
         return Annotated[int, Field(ge=1)] | Literal["auto"] | float
@@ -126,7 +129,7 @@ def _annotation(key: str, kind: str) -> Any:
 class RllibKeys(BaseModel):
     """Base of the generated models of RLlib config keys (field names may differ from the keys: `lambda_`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, strict=True, allow_inf_nan=False)
 
     def to_rllib(self) -> dict[str, Any]:
         """The keys the user set, under RLlib's names (what `AlgorithmConfig.update_from_dict` takes)."""
@@ -144,7 +147,9 @@ def _keys_model(name: str, keys: dict[str, str], doc: str, base: type[RllibKeys]
 class ModelSpecBase(RllibKeys):
     """Fields of `algorithm.model` that rlrunner adds to RLlib's DefaultModelConfig."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, use_attribute_docstrings=True, strict=True, allow_inf_nan=False
+    )
 
     module: Annotated[str, Field(pattern=MODULE_PATTERN)] | None = None
     """Custom RLModule as `file:Class`, a Python file in the experiment's source dir (None: RLlib's default)."""
@@ -345,13 +350,13 @@ class DeploySpec(Frozen):
 class Distribution(Frozen):
     """A random-search distribution: exactly one of the keys."""
 
-    uniform: tuple[float, float] | None = None
+    uniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
     """Uniform between the two bounds."""
-    loguniform: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    loguniform: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None
     """Log-uniform between the two (positive) bounds."""
     choice: Annotated[list[JsonValue], Field(min_length=1)] | None = None
     """One of the values."""
-    randint: tuple[int, int] | None = None
+    randint: Annotated[list[int], Field(min_length=2, max_length=2)] | None = None
     """An integer between the two bounds, both included."""
 
     @model_validator(mode="after")

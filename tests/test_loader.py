@@ -229,7 +229,7 @@ BAD_INPUT = [
         replace("lr: 1.0e-4", "num_epochs: 2.5"),
         [],
         {},
-        "{f}:7:17: algorithm.hyperparameters.num_epochs: must be a valid integer, got a number with a fractional part (got 2.5)",
+        "{f}:7:17: algorithm.hyperparameters.num_epochs: must be a valid integer (got 2.5)",
     ),
     (
         "list-where-mapping",
