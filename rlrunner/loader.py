@@ -99,14 +99,14 @@ def dotted(path: Iterable[str | int]) -> str:
 
 # --- YAML with positions, bounded ----------------------------------------------------------------
 
-MAX_FILE_BYTES = 1024 * 1024
-"""A spec file is at most 1 MiB."""
+MAX_FILE_BYTES = 256 * 1024
+"""A spec file is at most 256 KiB."""
 MAX_DEPTH = 32
 """Mappings and lists nest at most 32 levels deep."""
-MAX_ITEMS = 10_000
-"""A list or mapping holds at most 10,000 entries."""
-MAX_VALUES = 100_000
-"""A document holds at most 100,000 values once YAML aliases are expanded."""
+MAX_ITEMS = 1000
+"""A list or mapping holds at most 1,000 entries."""
+MAX_VALUES = 20_000
+"""A document holds at most 20,000 values once YAML aliases are expanded."""
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff\ud800-\udfff]")
 # YAML 1.1 reads 1e-4 (no dot) as a string; every user means a number.
@@ -128,7 +128,8 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if not isinstance(event, yaml.AliasEvent) and getattr(event, "tag", None) not in (None, "!"):
-            raise _Limit(event.start_mark, f"YAML tags are not allowed (got {event.tag}); quote the value to make it a string")
+            tag = str(event.tag).replace("tag:yaml.org,2002:", "!!", 1)
+            raise _Limit(event.start_mark, f"YAML tags are not allowed (got {tag}); quote a value to make it a string")
         if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
             if self.depth >= MAX_DEPTH:
                 raise _Limit(event.start_mark, f"nested more than {MAX_DEPTH} levels deep (the limit)")
@@ -483,6 +484,7 @@ def problems_from_validation(error: ValidationError, document: Document) -> list
 
 _TYPE_WORDS = {
     "int": "an integer",
+    "finite": "a finite number",
     "float": "a number",
     "bool": "true or false",
     "string": "a string",

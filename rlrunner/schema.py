@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
+import math
 import re
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, Strict, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, Strict, create_model, model_validator
 
 from rlrunner.hyperparameters import ALGORITHMS, RANGES, load_table
 
@@ -21,6 +22,8 @@ ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 TAG_PATTERN = r"^[\w\s.:/=+\-@]*$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 MAX_BASE_JOB_NAME = 39
+MAX_SWEEP_POINTS = 1000
+"""A sweep runs at most this many points (combinations or draws, times seeds)."""
 RESERVED_ENV_PREFIX = "RLRUNNER_"
 RESERVED_TAG_PREFIX = "rlrunner:"
 
@@ -273,6 +276,18 @@ class ClusterSpec(Frozen):
     """Seconds a host waits for an unreachable first host before it gives up with exit 4."""
 
 
+def _not_reserved_tag(key: str) -> str:
+    if key.lower().startswith(("aws:", RESERVED_TAG_PREFIX)):
+        raise ValueError(f"uses a reserved prefix (aws:, {RESERVED_TAG_PREFIX})")
+    return key
+
+
+def _not_reserved_variable(key: str) -> str:
+    if key.startswith((RESERVED_ENV_PREFIX, "SM_")):
+        raise ValueError(f"uses a reserved prefix ({RESERVED_ENV_PREFIX}, SM_)")
+    return key
+
+
 class ComputeSpec(Frozen):
     """Where training runs."""
 
@@ -297,11 +312,13 @@ class ComputeSpec(Frozen):
     volume_size: Annotated[int, Field(ge=1, le=16384)] = 30
     """EBS volume size in GB."""
     tags: dict[
-        Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN)],
+        Annotated[str, Field(min_length=1, max_length=128, pattern=TAG_PATTERN), AfterValidator(_not_reserved_tag)],
         Annotated[str, Field(max_length=256, pattern=TAG_PATTERN)],
     ] = {}
     """Tags on the training job (rlrunner adds its run id and spec hash)."""
-    environment: dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN)], Annotated[str, Field(max_length=512)]] = {}
+    environment: dict[
+        Annotated[str, Field(pattern=ENV_KEY_PATTERN), AfterValidator(_not_reserved_variable)], Annotated[str, Field(max_length=512)]
+    ] = {}
     """Extra environment variables for the training container."""
     cluster: ClusterSpec = ClusterSpec()
     """Multi-instance jobs: how the hosts form one Ray cluster."""
@@ -314,12 +331,6 @@ class ComputeSpec(Frozen):
             )
         if len(self.tags) > 48:
             raise ValueError(f"compute.tags: at most 48 tags (got {len(self.tags)}; rlrunner adds 2 of SageMaker's 50)")
-        for key in self.tags:
-            if key.lower().startswith(("aws:", RESERVED_TAG_PREFIX)):
-                raise ValueError(f"compute.tags.{key}: uses a reserved prefix (aws:, {RESERVED_TAG_PREFIX})")
-        for key in self.environment:
-            if key.startswith(RESERVED_ENV_PREFIX) or key.startswith("SM_"):
-                raise ValueError(f"compute.environment.{key}: uses a reserved prefix ({RESERVED_ENV_PREFIX}, SM_)")
         if not self.is_local and self.cluster.min_hosts is not None and self.cluster.min_hosts > self.instance_count:
             raise ValueError(
                 f"compute.cluster.min_hosts: must be <= compute.instance_count ({self.cluster.min_hosts} > {self.instance_count})"
@@ -402,7 +413,21 @@ class SweepSpec(Frozen):
             raise ValueError("sweep.samples: only with sweep.method random")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("sweep.seeds: values repeat")
+        if self.seeds and "training.seed" in self.parameters:
+            raise ValueError("sweep.seeds: training.seed is also a swept parameter; give the seeds in one place")
+        if self.size > MAX_SWEEP_POINTS:
+            combos = "draws" if self.method == "random" else "combinations"
+            raise ValueError(
+                f"sweep.parameters: {self.size:,} runs ({self.size // max(len(self.seeds), 1):,} {combos} x {max(len(self.seeds), 1)} seed(s)), "
+                f"more than {MAX_SWEEP_POINTS:,} (the limit)"
+            )
         return self
+
+    @property
+    def size(self) -> int:
+        """Number of runs: combinations (grid) or draws (random), times the seeds."""
+        combos = (self.samples or 0) if self.method == "random" else math.prod(len(v) for v in self.parameters.values() if isinstance(v, list))
+        return combos * max(len(self.seeds), 1)
 
 
 class ExperimentSpec(Frozen):

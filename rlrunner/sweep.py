@@ -123,7 +123,7 @@ def sweep_values(sweep: SweepSpec) -> list[dict[str, Any]]:
 
 def _value_location(document: Document, path: str, value: Any, sweep: SweepSpec) -> Location:
     """The sweep entry a value came from (the list item when the parameter is a list)."""
-    if path == "training.seed":
+    if path not in sweep.parameters:  # the seeds axis
         key: tuple[str | int, ...] = ("sweep", "seeds", sweep.seeds.index(value))
     else:
         options = sweep.parameters[path]
@@ -137,7 +137,8 @@ def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
     if spec.sweep is None:
         return [SweepPoint(0, {}, spec)]
     problems: list[Problem] = []
-    points = []
+    points: list[SweepPoint] = []
+    seen: dict[str, int] = {}
     for index, values in enumerate(sweep_values(spec.sweep)):
         data = copy.deepcopy(document.data)
         del data["sweep"]
@@ -154,6 +155,14 @@ def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
             problems += [
                 Problem(p.location, p.path, f"{p.message} [sweep point {index}: {label}]") for p in error.problems
             ]
+    for point in points:
+        if point.run_id in seen:
+            path = next(iter(point.values), "")
+            where = _value_location(document, path, point.values[path], spec.sweep) if path else document.location_of(("sweep",))
+            problems.append(
+                Problem(where, "sweep", f"points {seen[point.run_id]} and {point.index} are the same run ({point.label()}); a value repeats")
+            )
+        seen.setdefault(point.run_id, point.index)
     if problems:
         raise SpecError(problems)
     return points

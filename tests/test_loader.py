@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import resource
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -521,3 +526,181 @@ def test_spec_error_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(spec)
     assert [problem.path for problem in caught.value.problems] == ["name", "training.stop.timesteps"]
+
+
+# --- hostile input: bounded work, tags, control bytes, strict numbers, located blame ---------------------
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)
+)
+MERGE_BOMB = "a: &a {x0: 1, x1: 2}\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} {{<<: [{', '.join(['*' + chr(97 + i)] * 9)}]}}\n" for i in range(9)
+)
+GRID_6x10 = BASE + "sweep:\n  parameters:\n" + "".join(
+    f"    algorithm.hyperparameters.gamma{i}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n" for i in range(6)
+)
+
+# (id, spec text, --set overrides, expected stderr with {f} for the file); `sweep --dry-run` reads them
+HOSTILE = [
+    ("aliases-billion-laughs", LAUGHS, [], "{f}:1:4: the document expands to more than 20,000 values (the limit; YAML aliases?)"),
+    ("aliases-merge-keys", MERGE_BOMB, [], "{f}:4:4: a mapping of more than 1,000 keys after merging (the limit)"),
+    ("depth-flow-100000", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", [], "{f}:1:35: nested more than 32 levels deep (the limit)"),
+    ("depth-block", "".join("  " * i + f"k{i}:\n" for i in range(40)) + "  " * 40 + "v\n", [], "{f}:33:65: nested more than 32 levels deep (the limit)"),
+    ("file-size", BASE + "# " + "x" * 2_000_000 + "\n", [], "{f}:1:1: the file is larger than 262,144 bytes (the limit)"),
+    (
+        "list-length-block",
+        replace("  name: Basic", "  name: Basic\n  player_args:\n" + "    - a\n" * 2000),
+        [],
+        "{f}:5:5: a list of more than 1,000 items (the limit)",
+    ),
+    ("list-length-flow", "a: [" + ",".join(["0"] * 50_000) + "]\n", [], "{f}:1:4: a list of more than 1,000 items (the limit)"),
+    ("mapping-size", "a: {" + ", ".join(f"k{i}: 0" for i in range(2000)) + "}\n", [], "{f}:1:4: a mapping of more than 1,000 keys (the limit)"),
+    (
+        "sweep-grid-6x10",
+        GRID_6x10,
+        [],
+        "{f}:15:5: sweep.parameters: 1,000,000 runs (1,000,000 combinations x 1 seed(s)), more than 1,000 (the limit)",
+    ),
+    (
+        "sweep-seeds-200000",
+        BASE + "sweep:\n  seeds: [" + ", ".join(str(i) for i in range(20_000)) + "]\n",
+        [],
+        "{f}:14:10: a list of more than 1,000 items (the limit)",
+    ),
+    (
+        "sweep-seeds-times-grid",
+        BASE + "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: [0.1, 0.2, 0.3]\n  seeds: [" + ", ".join(str(i) for i in range(400)) + "]\n",
+        [],
+        "{f}:15:5: sweep.parameters: 1,200 runs (3 combinations x 400 seed(s)), more than 1,000 (the limit)",
+    ),
+    (
+        "sweep-random-samples",
+        BASE + "sweep:\n  method: random\n  samples: 5000\n  parameters:\n    algorithm.hyperparameters.lr: {uniform: [0.1, 0.2]}\n",
+        [],
+        "{f}:17:5: sweep.parameters: 5,000 runs (5,000 draws x 1 seed(s)), more than 1,000 (the limit)",
+    ),
+    (
+        "tag-python-name",
+        replace("name: basic-ppo", "name: !!python/name:os.system"),
+        [],
+        "{f}:1:7: YAML tags are not allowed (got !!python/name:os.system); quote a value to make it a string",
+    ),
+    (
+        "tag-python-object-apply",
+        replace("  name: Basic", "  name: !!python/object/apply:os.system ['true']"),
+        [],
+        "{f}:3:9: YAML tags are not allowed (got !!python/object/apply:os.system); quote a value to make it a string",
+    ),
+    ("tag-custom", replace("name: basic-ppo", "name: !custom x"), [], "{f}:1:7: YAML tags are not allowed (got !custom); quote a value to make it a string"),
+    ("tag-on-mapping", replace("environment:", "environment: !!map"), [], "{f}:2:14: YAML tags are not allowed (got !!map); quote a value to make it a string"),
+    ("tag-on-list", replace("lr: 1.0e-4", "lr: !!seq [1]"), [], "{f}:7:9: YAML tags are not allowed (got !!seq); quote a value to make it a string"),
+    ("tag-str-on-number", replace("timesteps: 1000", "timesteps: !!str 1000"), [], "{f}:10:16: YAML tags are not allowed (got !!str); quote a value to make it a string"),
+    ("control-nul", replace("basic-ppo", "basic\x00ppo"), [], "{f}:1:12: control character 0x00 is not allowed in a spec"),
+    ("control-bell", replace("  name: Basic", "  name: Ba\x07sic"), [], "{f}:3:11: control character 0x07 is not allowed in a spec"),
+    ("control-escape-in-comment", replace("training:", "training:  # \x1b[31m"), [], "{f}:8:14: control character 0x1b is not allowed in a spec"),
+    ("number-inf", replace("lr: 1.0e-4", "lr: .inf"), [], "{f}:7:9: algorithm.hyperparameters.lr: must be a finite number or a list (got inf)"),
+    ("number-nan", replace("lr: 1.0e-4", "lr: .nan"), [], "{f}:7:9: algorithm.hyperparameters.lr: must be a finite number or a list (got nan)"),
+    ("number-1e309", replace("lr: 1.0e-4", "lr: 1e309"), [], "{f}:7:9: algorithm.hyperparameters.lr: must be a finite number or a list (got inf)"),
+    (
+        "number-stop-inf",
+        replace("timesteps: 1000", "timesteps: 1000\n    episode_return_mean: .inf"),
+        [],
+        "{f}:11:26: training.stop.episode_return_mean: must be a finite number (got inf)",
+    ),
+    (
+        "number-env-parameter-nan",
+        replace("  name: Basic", "  name: Basic\n  parameters: {gravity: .nan}"),
+        [],
+        "{f}:4:25: environment.parameters.gravity: must be a finite number (got nan)",
+    ),
+    ("number-time-scale-inf", replace("  name: Basic", "  name: Basic\n  time_scale: -.inf"), [], "{f}:4:15: environment.time_scale: must be a finite number (got -inf)"),
+    ("strict-timesteps-true", replace("timesteps: 1000", "timesteps: true"), [], "{f}:10:16: training.stop.timesteps: must be a valid integer (got True)"),
+    ("strict-timesteps-string", replace("timesteps: 1000", "timesteps: '10000'"), [], "{f}:10:16: training.stop.timesteps: must be a valid integer (got '10000')"),
+    ("strict-timesteps-float", replace("timesteps: 1000", "timesteps: 1000.0"), [], "{f}:10:16: training.stop.timesteps: must be a valid integer (got 1000.0)"),
+    ("strict-lr-string", replace("lr: 1.0e-4", "lr: '0.001'"), [], "{f}:7:9: algorithm.hyperparameters.lr: must be a number or a list (got '0.001')"),
+    ("strict-bool-string", replace("  name: Basic", "  name: Basic\n  no_graphics: 'false'"), [], "{f}:4:16: environment.no_graphics: must be a valid boolean (got 'false')"),
+    ("set-unknown-nested", BASE, ["a.b.c=1"], "--set a.b.c=1:1:7: a: unknown key 'a'"),
+    (
+        "set-unknown-under-known",
+        BASE,
+        ["environment.foo.bar=1"],
+        "--set environment.foo.bar=1:1:21: environment.foo: unknown key 'foo'",
+    ),
+    ("set-tag", BASE, ["name=!!python/name:os.system"], "--set name=!!python/name:os.system:1:6: name: value is not valid YAML: YAML tags are not allowed (got !!python/name:os.system); quote a value to make it a string"),
+    ("set-deep", BASE, ["environment.player_args=" + "[" * 5000 + "]" * 5000], "--set environment.player_args=" + "[" * 5000 + "]" * 5000 + ":1:25: environment.player_args: value is not valid YAML: nested more than 32 levels deep (the limit)"),
+    ("set-inf", BASE, ["algorithm.hyperparameters.lr=.inf"], "--set algorithm.hyperparameters.lr=.inf:1:30: algorithm.hyperparameters.lr: must be a finite number or a list (got inf)"),
+    (
+        "tag-key-reserved",
+        replace("  instance_type: ml.c5.2xlarge", "  instance_type: ml.c5.2xlarge\n  tags:\n    team: a\n    'aws:x': b"),
+        [],
+        "{f}:15:14: compute.tags.aws:x: uses a reserved prefix (aws:, rlrunner:)",
+    ),
+    (
+        "sweep-value-at-item",
+        BASE + "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: [0.1, -1]\n",
+        [],
+        "{f}:15:41: algorithm.hyperparameters.lr: must be > 0.0 (got -1) [sweep point 1: algorithm.hyperparameters.lr=-1]",
+    ),
+    (
+        "sweep-repeated-value",
+        BASE + "sweep:\n  parameters:\n    training.seed: [1, 2, 2]\n",
+        [],
+        "{f}:15:24: sweep: points 1 and 2 are the same run (training.seed=2); a value repeats",
+    ),
+    (
+        "sweep-seed-in-both-places",
+        BASE + "sweep:\n  parameters:\n    training.seed: [1, 2]\n  seeds: [3]\n",
+        [],
+        "{f}:16:10: sweep.seeds: training.seed is also a swept parameter; give the seeds in one place",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "overrides", "expected"), [case[1:] for case in HOSTILE], ids=[case[0] for case in HOSTILE])
+def test_hostile_input_is_one_located_line_in_bounded_time(tmp_path: Path, text: str, overrides: list[str], expected: str) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    args = ["sweep", str(spec), "--dry-run", *[arg for override in overrides for arg in ("--set", override)]]
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, args)
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 3, result.output
+    assert result.stderr.strip() == expected.format(f=spec)
+    assert elapsed < 1.0
+    assert sorted(tmp_path.iterdir()) == [spec]
+
+
+def test_yaml_1_2_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(replace("lr: 1.0e-4", "lr: 3e-4"))
+    loaded, _ = load_spec(spec, ["training.stop.time_s=1E+3"])
+    assert loaded.algorithm.hyperparameters.lr == pytest.approx(3e-4)
+    assert loaded.training.stop.time_s == pytest.approx(1000.0)
+
+
+def test_sweeping_the_training_seed_as_a_parameter_works(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(BASE + "sweep:\n  parameters:\n    training.seed: [1, 2]\n")
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "training.seed=1" in result.stdout and "training.seed=2" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["aliases-billion-laughs", "depth-flow-100000", "list-length-flow", "sweep-grid-6x10", "file-size"])
+def test_hostile_input_under_a_1_gib_address_space_limit(tmp_path: Path, name: str) -> None:
+    text, expected = next((case[1], case[3]) for case in HOSTILE if case[0] == name)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for command in ("validate", "plan"):
+        result = subprocess.run(
+            [sys.executable, "-m", "rlrunner.cli", command, str(spec)],
+            capture_output=True, text=True, timeout=60, preexec_fn=limit_memory, env=env,
+        )  # fmt: skip
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.strip() == expected.format(f=spec)
+    assert sorted(tmp_path.iterdir()) == [spec]
