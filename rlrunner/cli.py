@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -173,6 +174,12 @@ def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, 
         emit_json({"run_id": job.run_id, **result.to_json()})
     elif result.exit_code == 0:
         click.echo(f"run directory {result.run_dir}")
+    if result.status == "stopped":
+        again = ["rlrunner", "run", spec, "--local", "--run-dir", str(result.run_dir), *[a for o in overrides for a in ("--set", o)]]
+        again += [*(["--hosts", str(hosts)] if hosts > 1 else []), "--resume"]
+        who = "by the user" if result.by_user else "(the launcher got SIGTERM or SIGINT)"
+        click.echo(f"rlrunner: stopped {who}; resume with: {shlex.join(again)}", err=True)
+        sys.exit(result.exit_code)
     if result.exit_code != 0:
         if output != "json":
             # The launcher already printed its one-paragraph reason; say where it is kept.

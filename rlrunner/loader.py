@@ -125,8 +125,14 @@ class _BoundedLoader(yaml.SafeLoader):
 
     depth = 0
 
+    def _peek(self) -> Any:
+        return self.peek_event()  # type: ignore[no-untyped-call]
+
+    def _next(self) -> Any:
+        return self.get_event()  # type: ignore[no-untyped-call]
+
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self._peek()
         if not isinstance(event, yaml.AliasEvent) and getattr(event, "tag", None) not in (None, "!"):
             tag = str(event.tag).replace("tag:yaml.org,2002:", "!!", 1)
             raise _Limit(event.start_mark, f"YAML tags are not allowed (got {tag}); quote a value to make it a string")
@@ -141,20 +147,20 @@ class _BoundedLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
     def compose_sequence_node(self, anchor: Any) -> Any:
-        start = self.peek_event().start_mark
-        node = yaml.SequenceNode(self.get_event().tag or "tag:yaml.org,2002:seq", [], start, None)
+        start = self._peek().start_mark
+        node = yaml.SequenceNode(self._next().tag or "tag:yaml.org,2002:seq", [], start, None)
         if anchor is not None:
             self.anchors[anchor] = node
         while not self.check_event(yaml.SequenceEndEvent):
             if len(node.value) >= MAX_ITEMS:
                 raise _Limit(start, f"a list of more than {MAX_ITEMS:,} items (the limit)")
             node.value.append(self.compose_node(node, len(node.value)))
-        node.end_mark = self.get_event().end_mark
+        node.end_mark = self._next().end_mark
         return node
 
     def compose_mapping_node(self, anchor: Any) -> Any:
-        start = self.peek_event().start_mark
-        node = yaml.MappingNode(self.get_event().tag or "tag:yaml.org,2002:map", [], start, None)
+        start = self._peek().start_mark
+        node = yaml.MappingNode(self._next().tag or "tag:yaml.org,2002:map", [], start, None)
         if anchor is not None:
             self.anchors[anchor] = node
         while not self.check_event(yaml.MappingEndEvent):
@@ -162,7 +168,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 raise _Limit(start, f"a mapping of more than {MAX_ITEMS:,} keys (the limit)")
             key = self.compose_node(node, None)
             node.value.append((key, self.compose_node(node, key)))
-        node.end_mark = self.get_event().end_mark
+        node.end_mark = self._next().end_mark
         return node
 
     def flatten_mapping(self, node: Any) -> None:
@@ -209,7 +215,7 @@ def compose_yaml(text: str, source: str, line: int = 1, column: int = 1) -> yaml
         raise located(*_position(text, control.start()), f"control character {ord(control.group()):#04x} is not allowed in a spec")
     loader = _BoundedLoader(text)
     try:
-        return loader.get_single_node()  # type: ignore[no-any-return]
+        return loader.get_single_node()
     except _Limit as error:
         raise located(error.mark.line + 1, error.mark.column + 1, error.message) from None
     except yaml.MarkedYAMLError as error:

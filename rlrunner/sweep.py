@@ -155,14 +155,14 @@ def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
             problems += [
                 Problem(p.location, p.path, f"{p.message} [sweep point {index}: {label}]") for p in error.problems
             ]
-    for point in points:
-        if point.run_id in seen:
-            path = next(iter(point.values), "")
-            where = _value_location(document, path, point.values[path], spec.sweep) if path else document.location_of(("sweep",))
+    for done in points:
+        if done.run_id in seen:
+            path = next(iter(done.values), "")
+            where = _value_location(document, path, done.values[path], spec.sweep) if path else document.location_of(("sweep",))
             problems.append(
-                Problem(where, "sweep", f"points {seen[point.run_id]} and {point.index} are the same run ({point.label()}); a value repeats")
+                Problem(where, "sweep", f"points {seen[done.run_id]} and {done.index} are the same run ({done.label()}); a value repeats")
             )
-        seen.setdefault(point.run_id, point.index)
+        seen.setdefault(done.run_id, done.index)
     if problems:
         raise SpecError(problems)
     return points

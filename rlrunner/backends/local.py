@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,8 +60,9 @@ from rlrunner.schema import ExperimentSpec
 
 WORKER_EXIT_GRACE_S = 90.0
 """Seconds emulated worker hosts get to leave the cluster after the head's launcher exited."""
-STOP_GRACE_S = 30.0
-"""Seconds the launcher gets to stop Ray and the players after SIGTERM, before SIGKILL."""
+STOP_GRACE_S = 120.0
+"""Seconds the launcher gets after SIGTERM (finish the iteration, checkpoint, stop Ray and the players) before SIGKILL:
+what SageMaker gives a stopped job."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +233,10 @@ class LocalRunResult:
     run_dir: Path
     exit_code: int
     launcher_exit: int | None = None
+    status: str = "failed"
+    """`completed`, `stopped` (SIGTERM/SIGINT: a checkpoint to resume from) or `failed`."""
+    by_user: bool = False
+    """Stopped by Ctrl-C (or SIGTERM) to this process, not by a signal to the launcher itself."""
     failure: str | None = None
     metrics: dict[str, float] | None = None
     evaluation: dict[str, Any] | None = None
@@ -245,6 +251,7 @@ class LocalRunResult:
         return {
             "run_dir": str(self.run_dir),
             "exit_code": self.exit_code,
+            "status": self.status,
             "launcher_exit": self.launcher_exit,
             "hosts": self.hosts,
             "cluster": self.cluster,
@@ -329,7 +336,9 @@ def run_local(
         if on_host_start is not None:
             on_host_start(host_names[0], process)
         interrupted = False
-        try:
+
+        def follow() -> None:
+            nonlocal first_iteration_s
             assert process.stdout is not None
             for raw in process.stdout:
                 line = raw.rstrip("\n")
@@ -346,12 +355,22 @@ def run_local(
                 progress.metrics(values, values.get(unit))
                 if not show_bar:
                     progress.line(line)
+
+        # SIGTERM to this process is a Ctrl-C: a stop, never an orphaned launcher (signals only in the main thread)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
+        try:
+            follow()
             code = process.wait()
         except KeyboardInterrupt:
             interrupted = True
-            progress.line("rlrunner: interrupted; stopping the launcher, Ray and the players")
-            code = stop_launcher(process)
+            progress.line(
+                f"rlrunner: stopping: the launcher finishes the iteration in flight and writes a checkpoint (at most {STOP_GRACE_S:.0f} s)"
+            )
+            code = stop_launcher(process, follow=follow)
         finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous_term)
             if process.poll() is None:
                 stop_launcher(process)
             if process.stdout is not None:
@@ -370,7 +389,10 @@ def run_local(
                 terminate(leftovers)
             if emulation is not None:
                 emulation.remove_secrets()
-    result = LocalRunResult(run_dir=run.root, exit_code=EXIT_INTERRUPTED if interrupted else map_exit(code), launcher_exit=code)
+    stopped = code == 0 and run.stopped.is_file()
+    result = LocalRunResult(run_dir=run.root, exit_code=EXIT_INTERRUPTED if interrupted or stopped else map_exit(code), launcher_exit=code)
+    result.by_user = interrupted
+    result.status = "stopped" if stopped else ("completed" if result.exit_code == EXIT_OK else "failed")
     if emulation is not None:
         result.hosts = {host_names[0]: code, **emulation.exits}
         result.cluster = emulation.description
@@ -481,17 +503,31 @@ class EmulatedHosts:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def stop_launcher(process: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> int:
-    """SIGTERM the launcher (it stops Ray and the players), then SIGKILL its process group after the grace time."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the cleanup
+def stop_launcher(process: subprocess.Popen[str], grace_s: float = STOP_GRACE_S, follow: Callable[[], None] | None = None) -> int:
+    """SIGTERM the launcher (it checkpoints and stops Ray and the players), then SIGKILL its process group after the grace time.
+
+    `follow`: keeps reading the launcher's output meanwhile (its last iteration and checkpoint lines), until it exits.
+    """
+    # a second Ctrl-C (or SIGTERM) must not abandon the cleanup
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    term = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main_thread else None
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(grace_s, kill)
     try:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            return process.wait()
+        timer.start()
+        if follow is not None:
+            with contextlib.suppress(OSError, ValueError):
+                follow()
+        return process.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        timer.cancel()
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, term)

@@ -36,6 +36,8 @@ ENTRY_SOURCE_DIR = Path(__file__).resolve().parent.parent / "entry" / "sagemaker
 DEFAULT_IMAGE = f"rlrunner:{__version__}"
 """The image's local tag; a bare `name:tag` names the repository in the account's ECR."""
 FAILURE_FILE = "failure"
+STOPPED_FILE = "stopped.json"
+"""In output/data: written when the launcher stopped on SIGTERM/SIGINT (a stop, not a failure)."""
 DEFAULT_HOST = "algo-1"
 RUN_ID_VAR = "RLRUNNER_RUN_ID"
 LOG_LEVEL_VAR = "RLRUNNER_LOG_LEVEL"
@@ -85,6 +87,11 @@ class OptMl:
     def failure(self) -> Path:
         """The launcher's one-paragraph failure reason."""
         return self.output / FAILURE_FILE
+
+    @property
+    def stopped(self) -> Path:
+        """The launcher's record of a stop (SIGTERM/SIGINT): signal, progress, the checkpoint to resume from."""
+        return self.output_data / STOPPED_FILE
 
     def make(self) -> None:
         """Create the folders the platform creates before the entry point starts."""
@@ -151,6 +158,11 @@ class ContainerEnv:
     def failure_file(self) -> Path:
         """Where SageMaker looks for the reason of a failed job."""
         return self.output_dir / FAILURE_FILE
+
+    @property
+    def stopped_file(self) -> Path:
+        """Where the launcher records a stop (in output/data, which SageMaker uploads)."""
+        return self.output_data_dir / STOPPED_FILE
 
     @property
     def player_log_dir(self) -> Path:

@@ -14,6 +14,11 @@ evaluates it greedily into `model/evaluation.json`. A failure writes one paragra
 `<opt_ml>/output/failure` and exits non-zero; every process it started is gone when it exits, also
 after SIGTERM or SIGINT.
 
+SIGTERM or SIGINT is a stop, not a failure: SageMaker sends SIGTERM to stop a job or reclaim a spot
+instance and kills the container 120 s later. The iteration in flight finishes (it is abandoned
+after ITERATION_GRACE_S), a complete checkpoint is written, `output/data/stopped.json` records the
+stop, and the launcher exits 0 without a failure file; the next run resumes from that checkpoint.
+
 With several hosts (resourceconfig.json, SM_HOSTS) every host runs this launcher: the first one
 trains as the driver of one Ray cluster formed from all hosts, the others lend it their Ray node
 and exit when it is done (`rlrunner/entry/cluster.py`, with the settings of
@@ -55,6 +60,8 @@ if TYPE_CHECKING:
     from rlrunner.entry.cluster import HeadCluster
 
 LOOPBACK = "127.0.0.1"
+ITERATION_GRACE_S = 60
+"""Seconds the iteration in flight may run after a stop signal; leaves half of SageMaker's 120 s for the checkpoint."""
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -70,11 +77,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived."""
+    """SIGTERM or SIGINT arrived outside the training loop (or the iteration in flight was abandoned)."""
 
     def __init__(self, signum: int) -> None:
+        # args stay (signum,): libraries that copy an exception as type(e)(*e.args) must get it back
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class Stopped(Exception):
+    """The training loop stopped on a signal after a complete checkpoint."""
+
+    def __init__(self, signum: int, checkpoint: Path | None, progress: Progress, *, abandoned: bool = False) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.abandoned = abandoned
 
 
 def write_failure(env: ContainerEnv, message: str) -> None:
@@ -110,16 +132,54 @@ def _one_line(error: BaseException) -> str:
 # Signals
 
 
-def _raise_interrupted(signum: int, _frame: Any) -> None:
+class _StopRequest:
+    """Set by the signal handler while the training loop runs; the loop stops after the iteration in flight."""
+
+    in_loop = False
+    signum: int | None = None
+
+
+_stop = _StopRequest()
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    if _stop.in_loop:
+        if _stop.signum is None:  # a repeated signal changes nothing: the stop is under way
+            _stop.signum = signum
+            signal.signal(signal.SIGALRM, _abandon_iteration)
+            signal.alarm(ITERATION_GRACE_S)
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup that follows must not be interrupted
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
+def _abandon_iteration(_signum: int, _frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(_stop.signum or signal.SIGTERM)
+
+
 def install_signal_handlers() -> None:
-    """Turn SIGTERM/SIGINT into `Interrupted` once (ray.init replaces the SIGTERM handler: call again after it)."""
+    """SIGTERM/SIGINT stop the run (ray.init replaces the SIGTERM handler: call again after it)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _raise_interrupted)
+        signal.signal(sig, _on_signal)
+
+
+def write_stopped(env: ContainerEnv, signum: int, progress: Progress | None, checkpoint: Path | None, *, abandoned: bool) -> None:
+    """Record a stop in output/data/stopped.json (SageMaker uploads output/data with the job's output)."""
+    record = {
+        "status": "stopped",
+        "signal": signal.Signals(signum).name,
+        "iteration": progress.iteration if progress else None,
+        "timesteps": progress.timesteps if progress else None,
+        "checkpoint": checkpoint.name if checkpoint else None,
+        "abandoned_iteration": abandoned,
+        "iteration_grace_s": ITERATION_GRACE_S,
+    }
+    with contextlib.suppress(OSError):
+        env.output_data_dir.mkdir(parents=True, exist_ok=True)
+        env.stopped_file.write_text(json.dumps(record, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +436,6 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     for path in store.clean():
         log(f"removed incomplete checkpoint {path.name}")
     progress = Progress(iteration=0, timesteps=0, time_s=0.0)
-    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
     newest = store.newest()
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
@@ -390,11 +449,34 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     saved = newest
     started = time.monotonic() - progress.time_s
     reason = stop_reason(training.stop, progress)
+    _stop.in_loop, _stop.signum = True, None
+    try:
+        saved = _iterate(experiment, algo, store, progress, saved, started, reason)
+    except Interrupted as interrupt:  # the iteration in flight did not finish within the grace time
+        last = store.newest()
+        raise Stopped(interrupt.signum, last.path if last else None, last.progress if last else progress, abandoned=True) from None
+    finally:
+        _stop.in_loop = False
+        signal.alarm(0)
+    if _stop.signum is not None:
+        raise Stopped(_stop.signum, saved.path if saved else None, saved.progress if saved else progress)
+    return Path(saved.path)
+
+
+def _iterate(
+    experiment: Experiment, algo: Any, store: CheckpointStore, progress: Progress, saved: Any, started: float, reason: str | None
+) -> Any:
+    training = experiment.training
+    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
     while reason is None:
         try:
             result = algo.train()
         except Exception as error:
+            if _stop.signum is not None:  # a library turned the abandoning signal into its own error
+                raise Interrupted(_stop.signum) from None
             raise RunFailedError(f"training failed in iteration {progress.iteration + 1}: {_one_line(_root_cause(error))}") from None
+        if _stop.signum is not None:
+            signal.alarm(0)  # the iteration finished in time; the checkpoint below may take what it needs
         progress = Progress(
             iteration=int(algo.iteration),
             timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
@@ -403,6 +485,8 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
         )
         print(format_metrics_line(iteration_metrics(result, progress)), flush=True)
         reason = stop_reason(training.stop, progress)
+        if reason is None and _stop.signum is not None:
+            reason = f"{signal.Signals(_stop.signum).name} received (a stop: checkpointing to resume later)"
         if reason is not None or progress.iteration % training.checkpoint_frequency == 0:
             before = time.monotonic()
             saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
@@ -410,7 +494,7 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     log(f"stopped: {reason}")
     if saved is None:  # stopped before any iteration (a criterion already met): checkpoint the start
         saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
-    return saved.path
+    return saved
 
 
 def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
@@ -461,6 +545,7 @@ def run(env: ContainerEnv, args: argparse.Namespace) -> int:
     log(f"run {experiment.run_id}: {experiment.algorithm.name} on {experiment.environment.name or experiment.environment.binary}")
     for folder in (env.model_dir, env.output_data_dir, env.checkpoint_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    env.stopped_file.unlink(missing_ok=True)  # an earlier stop of this run, now resumed
     checkpoint = train(env, experiment)
     _shutdown_ray()
     export(env, experiment, checkpoint, action_postprocessing(experiment))
@@ -521,10 +606,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         write_failure(env, str(error))
         print(f"rlrunner: error: {error}", file=sys.stderr, flush=True)
         code = error.exit_code
+    except Stopped as stop:
+        write_stopped(env, stop.signum, stop.progress, stop.checkpoint, abandoned=stop.abandoned)
+        at = f"checkpoint {stop.checkpoint.name}" if stop.checkpoint else "no checkpoint yet"
+        how = f"abandoned the iteration in flight after {ITERATION_GRACE_S} s" if stop.abandoned else "finished the iteration in flight"
+        log(f"stopped by {stop}: {how}; resume from {at} (iteration {stop.progress.iteration}, timesteps {stop.progress.timesteps})")
+        code = EXIT_OK
     except Interrupted as interrupt:
-        write_failure(env, f"interrupted by {interrupt}")
-        print(f"rlrunner: interrupted by {interrupt}; stopping Ray and the players", file=sys.stderr, flush=True)
-        code = 128 + interrupt.signum
+        newest = CheckpointStore(env.checkpoint_dir, 1).newest() if env.checkpoint_dir.is_dir() else None
+        write_stopped(env, interrupt.signum, newest.progress if newest else None, newest.path if newest else None, abandoned=False)
+        log(f"stopped by {interrupt} outside training; stopping Ray and the players")
+        code = EXIT_OK
     except Exception as error:
         write_failure(env, f"unexpected error: {_one_line(error)}")
         traceback.print_exc()
