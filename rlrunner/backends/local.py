@@ -226,6 +226,46 @@ def progress_target(spec: ExperimentSpec) -> tuple[str, float | None]:
 # Running the launcher
 
 
+class RunDirWriter:
+    """launcher.log, and a guard for the other run-dir writes: a full disk is reported once and the run is still followed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: IO[str] | None = open(path, "a")  # noqa: SIM115 (closed in __exit__)
+        self.report: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+        self.failed = False
+
+    def __enter__(self) -> RunDirWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+            self.handle = None
+
+    def write(self, text: str) -> None:
+        """Append to launcher.log (and flush)."""
+        if self.handle is not None:
+            self.guard(self._append, text)
+
+    def _append(self, text: str) -> None:
+        assert self.handle is not None
+        self.handle.write(text)
+        self.handle.flush()
+
+    def guard(self, action: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a write into the run dir; an OSError (a full disk) is reported once, and the value is None."""
+        try:
+            return action(*args, **kwargs)
+        except OSError as error:
+            if not self.failed:
+                self.failed = True
+                where = error.filename or self.path.parent
+                self.report(f"rlrunner: warning: cannot write to the run directory ({where}): {error.strerror or error}")
+            return None
+
+
 @dataclass
 class LocalRunResult:
     """What a local run produced."""
@@ -318,7 +358,8 @@ def run_local(
     first_iteration_s: float | None = None
     if show_bar:
         stream.write(f"rlrunner: run {plan.run_id} in {run.root} (full launcher output: {run.file(LOG_FILE)})\n")
-    with open(run.file(LOG_FILE), "a") as log, Progress(stream, total=total, unit=unit, bar=show_bar) as progress:
+    with RunDirWriter(run.file(LOG_FILE)) as log, Progress(stream, total=total, unit=unit, bar=show_bar) as progress:
+        log.report = progress.line
         process = subprocess.Popen(
             launcher_command(run, plan.estimator.get("hyperparameters", {})),
             cwd=run.code,
@@ -343,7 +384,6 @@ def run_local(
             for raw in process.stdout:
                 line = raw.rstrip("\n")
                 log.write(raw)
-                log.flush()
                 values = parse_metrics_line(line)
                 if values is None:
                     if not show_bar or worth_showing(line):
@@ -351,7 +391,7 @@ def run_local(
                     continue
                 if first_iteration_s is None:
                     first_iteration_s = time.monotonic() - started
-                table.add(values)
+                log.guard(table.add, values)
                 progress.metrics(values, values.get(unit))
                 if not show_bar:
                     progress.line(line)
@@ -399,7 +439,7 @@ def run_local(
     result.metrics = table.last
     if run.failure.is_file():
         result.failure = run.failure.read_text().strip() or None
-    curve = plot_learning_curve(table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})")
+    curve = log.guard(plot_learning_curve, table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})")
     if result.exit_code == EXIT_OK:
         result.evaluation = model_files.read_evaluation(run.model)
     result.files = {
@@ -415,7 +455,8 @@ def run_local(
         )
         if path is not None and Path(path).exists()
     }
-    update_record(
+    log.guard(
+        update_record,
         run.file(RUN_FILE),
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         wall_s=round(time.monotonic() - started, 3),

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "rlrunner_checkpoint.json"
+DISK_RESERVE_BYTES = 1024 * 1024
+"""Free space kept beyond the size of a checkpoint before one is written (logs and records need some too)."""
 PREFIX = "checkpoint_"
 _NAME = re.compile(rf"^{PREFIX}(\d{{6,}})$")
 _PARTIAL_PREFIX = ".partial-"
@@ -111,6 +113,16 @@ class CheckpointStore:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         return removed
+
+    def space_problem(self, previous: Checkpoint | None) -> str | None:
+        """Why a checkpoint the size of `previous` would not fit (free space below its size plus a reserve), or None."""
+        if previous is None:
+            return None
+        size = sum(_manifest_files(previous.path).values())
+        free = shutil.disk_usage(self.root).free
+        if free >= size + DISK_RESERVE_BYTES:
+            return None
+        return f"only {free:,} bytes free, and a checkpoint needs about {size:,} plus a {DISK_RESERVE_BYTES:,}-byte reserve"
 
     def save(self, progress: Progress, write: Callable[[Path], object], *, meta: Mapping[str, Any] | None = None) -> Checkpoint:
         """Write a checkpoint with `write(folder)` beside the others, add the manifest, rename it in place."""

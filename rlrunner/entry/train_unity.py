@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -41,9 +42,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlrunner.contract import model_dir as model_files
-from rlrunner.contract.checkpoints import CheckpointStore, Progress
+from rlrunner.contract.checkpoints import CheckpointStore, Progress, checkpoint_name
 from rlrunner.contract.errors import (
     EXIT_FAILED,
+    EXIT_INFRA,
     EXIT_OK,
     InfrastructureError,
     InvalidSpecError,
@@ -101,9 +103,12 @@ class Stopped(Exception):
 
 def write_failure(env: ContainerEnv, message: str) -> None:
     """Write the reason SageMaker shows for a failed job (one paragraph)."""
-    with contextlib.suppress(OSError):
+    try:
         env.output_dir.mkdir(parents=True, exist_ok=True)
         env.failure_file.write_text(" ".join(message.split()) + "\n")
+    except OSError:  # a full disk: no failure file beats an empty one (the message is on stderr)
+        with contextlib.suppress(OSError):
+            env.failure_file.unlink(missing_ok=True)
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -489,12 +494,29 @@ def _iterate(
             reason = f"{signal.Signals(_stop.signum).name} received (a stop: checkpointing to resume later)"
         if reason is not None or progress.iteration % training.checkpoint_frequency == 0:
             before = time.monotonic()
-            saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
+            saved = save_checkpoint(store, progress, algo, meta, saved)
             log(f"checkpoint {saved.path.name} ({time.monotonic() - before:.2f} s)")
     log(f"stopped: {reason}")
     if saved is None:  # stopped before any iteration (a criterion already met): checkpoint the start
-        saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
+        saved = save_checkpoint(store, progress, algo, meta, saved)
     return saved
+
+
+def save_checkpoint(store: CheckpointStore, progress: Progress, algo: Any, meta: Mapping[str, Any], previous: Any) -> Any:
+    """Write a checkpoint atomically; a full disk is one clear error (exit 4) that leaves `previous` intact."""
+    name = checkpoint_name(progress.iteration)
+    kept = f"the previous complete checkpoint {previous.path.name} is intact" if previous else "no earlier checkpoint exists"
+    problem = store.space_problem(previous)
+    if problem is None:
+        try:
+            return store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
+        except OSError as error:
+            problem = error.strerror or str(error)
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise InfrastructureError(f"cannot write checkpoint {name} in {store.root}: {problem}; {kept}") from None
+    raise InfrastructureError(
+        f"no space left on device for checkpoint {name} in {store.root} ({problem}); {kept}; free space, then resume the run"
+    )
 
 
 def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
@@ -584,6 +606,12 @@ def run_cluster_host(env: ContainerEnv, experiment: Experiment) -> int:
     return EXIT_OK
 
 
+def report_unexpected(env: ContainerEnv, error: BaseException) -> None:
+    """Report an error nobody anticipated: one paragraph in the failure file, the traceback on stderr."""
+    write_failure(env, f"unexpected error: {_one_line(error)}")
+    traceback.print_exc()
+
+
 def _shutdown_ray() -> None:
     if "ray" in sys.modules:
         import ray
@@ -617,9 +645,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         write_stopped(env, interrupt.signum, newest.progress if newest else None, newest.path if newest else None, abandoned=False)
         log(f"stopped by {interrupt} outside training; stopping Ray and the players")
         code = EXIT_OK
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            report_unexpected(env, error)
+            code = EXIT_FAILED
+        else:
+            message = f"no space left on device: {error.filename or ''} {error.strerror}".replace("  ", " ")
+            write_failure(env, message)
+            print(f"rlrunner: error: {message}", file=sys.stderr, flush=True)
+            code = EXIT_INFRA
     except Exception as error:
-        write_failure(env, f"unexpected error: {_one_line(error)}")
-        traceback.print_exc()
+        report_unexpected(env, error)
         code = EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
