@@ -60,6 +60,9 @@ from rlrunner.schema import ExperimentSpec
 
 WORKER_EXIT_GRACE_S = 90.0
 """Seconds emulated worker hosts get to leave the cluster after the head's launcher exited."""
+DISK_RESERVE_FILE = ".disk_reserve"
+DISK_RESERVE_BYTES = 1024 * 1024
+"""Space a run dir holds back while the launcher runs, freed for the final records (run.json, metrics, curve)."""
 STOP_GRACE_S = 120.0
 """Seconds the launcher gets after SIGTERM (finish the iteration, checkpoint, stop Ray and the players) before SIGKILL:
 what SageMaker gives a stopped job."""
@@ -340,6 +343,9 @@ def run_local(
     stream = sys.stdout if stream is None else stream
     run = RunDir(run_dir if run_dir is not None else default_run_dir(spec.name, plan.run_id))
     prepare_run_dir(run, spec, plan, spec_dir=spec_dir, resume=resume)
+    reserve = run.file(DISK_RESERVE_FILE)
+    with contextlib.suppress(OSError):  # freed at the end, so that a full disk still gets its final records
+        reserve.write_bytes(b"\0" * DISK_RESERVE_BYTES)
     cpus = num_cpus or os.cpu_count() or 1
     base = os.environ if environ is None else environ
     host_names = tuple(f"algo-{index}" for index in range(1, hosts + 1))
@@ -439,6 +445,7 @@ def run_local(
     result.metrics = table.last
     if run.failure.is_file():
         result.failure = run.failure.read_text().strip() or None
+    reserve.unlink(missing_ok=True)
     curve = log.guard(plot_learning_curve, table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})")
     if result.exit_code == EXIT_OK:
         result.evaluation = model_files.read_evaluation(run.model)
