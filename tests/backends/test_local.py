@@ -318,6 +318,8 @@ def test_ctrl_c_stops_the_launcher_ray_and_the_players(tmp_path: Path, sessions:
     os.killpg(process.pid, signal.SIGINT)  # what a terminal sends to the foreground process group
     out, _ = process.communicate(timeout=90)
     assert process.returncode == 130, out[-3000:]
-    assert "interrupted; stopping the launcher, Ray and the players" in out
+    assert "rlrunner: stopping: the launcher finishes the iteration in flight and writes a checkpoint" in out
+    assert "rlrunner: stopped by the user; resume with: " in out
     assert not run_processes(sessions=[victim, process.pid], roots=[victim])
-    assert (run_dir / "output" / "failure").read_text() == "interrupted by SIGTERM\n"
+    assert not (run_dir / "output" / "failure").exists()  # a stop, not a failure (tests/backends/test_stops.py)
+    assert json.loads((run_dir / "output" / "data" / "stopped.json").read_text())["signal"] == "SIGTERM"
