@@ -21,6 +21,8 @@ FORMAT_VERSION = 1
 HEADER_KEY = "RLRUNNER_EXPERIMENT"
 MAX_ENV_VARS = 100
 MAX_VALUE_CHARS = 512
+MAX_JSON_BYTES = 4 * 1024 * 1024
+"""The decoded experiment is at most 4 MiB of JSON (a planned one is a few KB): decompression stops there."""
 _CHUNK_PREFIX_CHARS = len("999:ffffffff:")
 
 
@@ -64,6 +66,8 @@ def decode_experiment_env(environ: Mapping[str, str]) -> dict[str, Any]:
         count = int(count_text)
     except ValueError:
         raise CodecError(f"{HEADER_KEY}: malformed header {header[:80]!r}") from None
+    if not 0 <= count < MAX_ENV_VARS:
+        raise CodecError(f"{HEADER_KEY}: announces {count} chunks (at most {MAX_ENV_VARS - 1})")
     if version != f"v{FORMAT_VERSION}":
         raise CodecError(
             f"{HEADER_KEY}: format {version} is not supported by this launcher (expects v{FORMAT_VERSION})"
@@ -88,10 +92,19 @@ def decode_experiment_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raise CodecError(f"{extra} is set but the header announces {count} chunks")
     payload = "".join(pieces)
     try:
-        text = zlib.decompress(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).decode()
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)), MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES or inflater.unconsumed_tail:
+            raise CodecError(f"{HEADER_KEY}: the payload unpacks to more than {MAX_JSON_BYTES:,} bytes (the limit)")
+        text = raw.decode()
     except (ValueError, zlib.error) as error:
         raise CodecError(f"{HEADER_KEY}: payload does not decompress ({error})") from None
     if hashlib.sha256(text.encode()).hexdigest() != digest:
         raise CodecError(f"{HEADER_KEY}: checksum mismatch, the experiment was altered")
-    result: dict[str, Any] = json.loads(text)
+    try:
+        result = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise CodecError(f"{HEADER_KEY}: the payload is not valid JSON ({type(error).__name__})") from None
+    if not isinstance(result, dict):
+        raise CodecError(f"{HEADER_KEY}: the payload is not a JSON object (got {type(result).__name__})")
     return result

@@ -202,8 +202,11 @@ def decode_experiment(env: ContainerEnv) -> Experiment:
     try:
         return Experiment.model_validate(data)
     except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
         raise InvalidSpecError(
-            f"the encoded experiment does not match this launcher's schema (rlrunner versions differ?): {error}"
+            f"the encoded experiment does not match this launcher's schema (rlrunner versions differ?): {where}: {first['msg']}{more}"
         ) from None
 
 

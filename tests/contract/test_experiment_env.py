@@ -117,3 +117,46 @@ def test_codec_too_large_names_the_sizes() -> None:
         "the experiment is 51,211 bytes of JSON (39,626 characters compressed) and needs 81 environment variables "
         "of at most 512 characters, but only 10 are free (SageMaker allows 100 per job, including compute.environment)"
     )
+
+
+# --- checksummed but hostile payloads: bounded and typed -------------------------------------------
+
+
+def forge(raw: bytes, *, level: int = 9) -> dict[str, str]:
+    """Variables that pass every chunk and header checksum but carry `raw` (any bytes) as the experiment."""
+    import base64
+    import zlib
+
+    payload = base64.urlsafe_b64encode(zlib.compress(raw, level)).decode().rstrip("=")
+    size = MAX_VALUE_CHARS - len("999:ffffffff:")
+    pieces = [payload[start : start + size] for start in range(0, len(payload), size)]
+    env = {HEADER_KEY: f"v1:{len(pieces)}:{hashlib.sha256(raw).hexdigest()}"}
+    for index, piece in enumerate(pieces):
+        env[chunk_key(index)] = f"{index}:{zlib.crc32(piece.encode()):08x}:{piece}"
+    return env
+
+
+HOSTILE_PAYLOADS = {
+    "not-json": (b"{not json", "RLRUNNER_EXPERIMENT: the payload is not valid JSON (JSONDecodeError)"),
+    "json-list": (b"[1, 2]", "RLRUNNER_EXPERIMENT: the payload is not a JSON object (got list)"),
+    "json-string": (b'"x"', "RLRUNNER_EXPERIMENT: the payload is not a JSON object (got str)"),
+    "deep-json": (b"[" * 200_000 + b"]" * 200_000, "RLRUNNER_EXPERIMENT: the payload is not valid JSON (RecursionError)"),
+    "not-utf8": (b"\xff\xfe{}", "RLRUNNER_EXPERIMENT: payload does not decompress ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)"),
+    "decompression-bomb": (b"{" + b" " * 30_000_000 + b"}", "RLRUNNER_EXPERIMENT: the payload unpacks to more than 4,194,304 bytes (the limit)"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_PAYLOADS))
+def test_codec_checksummed_hostile_payload_is_one_codec_error(case: str) -> None:
+    raw, expected = HOSTILE_PAYLOADS[case]
+    env = forge(raw)
+    assert len(env) <= 100 and all(len(value) <= MAX_VALUE_CHARS for value in env.values())
+    with pytest.raises(CodecError) as error:
+        decode_experiment_env(env)
+    assert str(error.value) == expected
+
+
+def test_codec_header_announcing_too_many_chunks_is_refused() -> None:
+    with pytest.raises(CodecError) as error:
+        decode_experiment_env({HEADER_KEY: "v1:1000000000:" + "0" * 64})
+    assert str(error.value) == "RLRUNNER_EXPERIMENT: announces 1000000000 chunks (at most 99)"

@@ -357,3 +357,20 @@ def test_sagemaker_shaped_job_trains_the_build_from_the_train_channel(tmp_path: 
     assert evaluation["episodes"] == 3 and evaluation["greedy"] is True
     assert evaluation["min"] <= evaluation["mean"] <= evaluation["max"]
     assert f"rlrunner: evaluation: mean {evaluation['mean']:.4f}" in out
+
+
+@pytest.mark.parametrize("case", ["not-json", "deep-json", "decompression-bomb", "schema"])
+def test_checksummed_but_invalid_payload_is_exit_3_with_one_line(tmp_path: Path, sessions: list[int], case: str) -> None:
+    from contract.test_experiment_env import HOSTILE_PAYLOADS, forge
+
+    raw = b'{"format": 1, "run_id": 7}' if case == "schema" else HOSTILE_PAYLOADS[case][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLRUNNER_")}
+    env.update({"RLRUNNER_OPT_ML": str(tmp_path), **forge(raw)})
+    code, out, err = run_launcher(env, sessions, 60, "--print-config")
+    assert code == EXIT_INVALID, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and out == ""
+    assert err.startswith("rlrunner: error: the encoded experiment ")
+    if case == "schema":
+        assert "does not match this launcher's schema (rlrunner versions differ?): " in err and "(and " in err
+    else:
+        assert err.endswith(HOSTILE_PAYLOADS[case][1] + "\n")
