@@ -139,12 +139,15 @@ def parse_pip_config(text: str) -> dict[str, str]:
 @contextlib.contextmanager
 def serve_pip_locations(settings: Mapping[str, str]) -> Iterator[dict[str, str]]:
     """The settings with every local folder or file they name (plain path or file:// URL) replaced by an
-    http://127.0.0.1 URL a read-only server answers while the context lasts; the CA bundle becomes its mount path."""
+    http://127.0.0.1 URL a read-only server answers while the context lasts; the CA bundle becomes its mount path.
+
+    The URL's path is the file system path; the server answers only below what the settings name (an index's
+    parent folder too: a simple index links its files as `../../files/…`)."""
     roots: list[Path] = []
     served: dict[str, str] = {}
     for name in PIP_LOCATION_KEYS:
         if settings.get(name):
-            served[name] = " ".join(_served_location(item, roots) for item in settings[name].split())
+            served[name] = " ".join(_served_location(item, roots, index=name.endswith("index-url")) for item in settings[name].split())
     for name in PIP_PLAIN_KEYS:
         if settings.get(name):
             served[name] = settings[name]
@@ -166,28 +169,27 @@ def serve_pip_locations(settings: Mapping[str, str]) -> Iterator[dict[str, str]]
         thread.join()
 
 
-def _served_location(item: str, roots: list[Path]) -> str:
+def _served_location(item: str, roots: list[Path], *, index: bool) -> str:
     parsed = urllib.parse.urlparse(item)
     if parsed.scheme not in ("", "file"):
         return item
-    path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else item)
-    roots.append(path if path.is_dir() else path.parent)
-    suffix = "/" if path.is_dir() else "/" + urllib.parse.quote(path.name)
-    return f"@LOCAL@/{len(roots) - 1}{suffix}"
+    path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else item).resolve()
+    roots.append(path.parent if index else path)
+    return "@LOCAL@" + urllib.parse.quote(str(path)) + ("/" if path.is_dir() else "")
 
 
 class _LocationsHandler(http.server.SimpleHTTPRequestHandler):
-    """GET/HEAD under /<n>/ answer from the n-th served folder (directory listings included)."""
+    """GET/HEAD of a file system path below one of the roots (directory listings included); nothing else."""
 
     def __init__(self, *args: object, roots: Sequence[Path], **kwargs: object) -> None:
         self.roots = roots
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def translate_path(self, path: str) -> str:
-        parts = urllib.parse.unquote(urllib.parse.urlparse(path).path).split("/")
-        if len(parts) < 2 or not parts[1].isdigit() or int(parts[1]) >= len(self.roots) or ".." in parts:
+        wanted = Path(urllib.parse.unquote(urllib.parse.urlparse(path).path))
+        if ".." in wanted.parts or not any(wanted == root or wanted.is_relative_to(root) for root in self.roots):
             return "/nonexistent"
-        return str(self.roots[int(parts[1])].joinpath(*[p for p in parts[2:] if p]))
+        return str(wanted)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
