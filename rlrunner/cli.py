@@ -395,11 +395,12 @@ def image() -> None:
 @image.command("build")
 @click.option("--tag", default=None, help="Image tag (default: rlrunner:<version>).")
 @click.option("--python-image", default=None, help="Base image with Python 3.11 (default: python:3.11-slim-bookworm).")
-def image_build(tag: str | None, python_image: str | None) -> None:
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer.")
+def image_build(tag: str | None, python_image: str | None, no_cache: bool) -> None:
     """docker build -f container/Dockerfile --network host . with BuildKit; this machine's pip configuration as build secrets."""
     from rlrunner.container import build_image
 
-    build_image(tag, python_image=python_image, echo=click.echo)
+    build_image(tag, python_image=python_image, no_cache=no_cache, echo=click.echo)
 
 
 @image.command("push")

@@ -91,7 +91,7 @@ def _output(command: Sequence[str]) -> str:
 
 def build_image(
     tag: str | None = None, *, python_image: str | None = None, pip_config: Mapping[str, str] | None = None,
-    echo: Callable[[str], None] = print,
+    no_cache: bool = False, echo: Callable[[str], None] = print,
 ) -> str:  # fmt: skip
     """`docker build -f container/Dockerfile -t TAG --network host .` from the project root with BuildKit, this
     machine's pip configuration as build secrets and `python_image` as the PYTHON_IMAGE base; returns the tag."""
@@ -102,6 +102,8 @@ def build_image(
     args = ["build", "-f", str(DOCKERFILE), "-t", tag, "--network", "host", "--progress", "plain"]
     if python_image:
         args += ["--build-arg", f"PYTHON_IMAGE={python_image}"]
+    if no_cache:
+        args.append("--no-cache")
     with tempfile.TemporaryDirectory(prefix="rlrunner-pip-") as folder, serve_pip_locations(settings) as served:
         conf = Path(folder) / "pip.conf"
         conf.write_text(pip_conf_text(served))
