@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rlrunner.contract.errors import UsageError
 from rlrunner.contract.run_dir import RunDir
-from rlrunner.contract.sagemaker_container import OPT_ML, OptMl, sdk_hyperparameters, write_input_config
+from rlrunner.contract.sagemaker_container import DEFAULT_HOST, OPT_ML, OptMl, sdk_hyperparameters, write_input_config
 from rlrunner.runner import JobPlan
 
 SHM_SIZE = "2g"
@@ -54,7 +54,9 @@ def docker_run_command(
             raise UsageError(f"--image: channel {channel} is on S3 ({source}); a local run in the image needs a local player build")
         mounts += ["--volume", f"{Path(source).resolve()}:{opt_ml.channel(channel)}:ro"]
     variables = {**plan.environment, "TRAINING_JOB_NAME": job_name}
-    command = [docker, "run", "--rm", "--name", name, "--network", "host", "--shm-size", SHM_SIZE, *mounts]
+    # the toolkit waits until every host name resolves (on SageMaker, the job's private network names them)
+    hosts = ["--add-host", f"{DEFAULT_HOST}:127.0.0.1"]
+    command = [docker, "run", "--rm", "--name", name, "--network", "host", "--shm-size", SHM_SIZE, *hosts, *mounts]
     for key in sorted(variables):
         command += ["--env", key]
     return [*command, image, "train"], {**base, **variables}

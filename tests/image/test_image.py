@@ -96,6 +96,7 @@ def job_environment(request: Mapping[str, Any], env: AwsTestEnv) -> dict[str, st
 def docker_run_train(image: str, opt_ml: OptMl, variables: Mapping[str, str], name: str) -> subprocess.Popen[str]:
     """`docker run --network host -v OPT_ML:/opt/ml -e … IMAGE train`, its output on a pipe."""
     command = ["docker", "run", "--rm", "--name", name, "--network", "host", "--shm-size", "2g", "--volume", f"{opt_ml.root}:/opt/ml"]
+    command += ["--add-host", "algo-1:127.0.0.1"]  # the toolkit waits until the job's host names resolve
     for key in sorted(variables):
         command += ["--env", key]
     return subprocess.Popen(
@@ -245,5 +246,5 @@ def test_run_local_in_the_image(image: str, tmp_path: Path, containers: list[str
     assert json.loads(config["sagemaker_program"]) == "train_unity.py"
     assert (run_dir / "model" / "policy.onnx").is_file() and (run_dir / "model" / "evaluation.json").is_file()
     log = (run_dir / "launcher.log").read_text()
-    assert "/opt/ml/code/train_unity.py" in log  # the toolkit in the image started the entry point
+    assert "Invoking script with the following command" in log and "/opt/venv/bin/python train_unity.py" in log  # the toolkit in the image
     assert subprocess.run(["docker", "container", "inspect", f"rlrunner-{record['run_id']}"], capture_output=True, check=False).returncode != 0
