@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -55,7 +54,3 @@ def containers() -> Iterator[list[str]]:
     yield names
     for name in names:
         subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
-
-
-def container_name() -> str:
-    return f"rlrunner-test-{uuid.uuid4().hex[:8]}"

@@ -16,13 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from conftest import container_name
 from http_helpers import assert_port_free, post_json, request, start_server, stop_server, wait_healthy
 from policy_models import write_model_dir
 from shared import BASIC_PPO, QUICK_TRAINING
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from tests.conftest import AwsTestEnv
 
 QUICK = (*QUICK_TRAINING, "training.stop.timesteps=500")
+
+
+def container_name() -> str:
+    return f"rlrunner-test-{uuid.uuid4().hex[:8]}"
 
 
 # --- a SageMaker training job, started as the platform starts it ---------------------------------------------
