@@ -211,7 +211,14 @@ def test_image_serves_like_rlrunner_serve_here(image: str, tmp_path: Path, conta
     command = ["docker", "run", "--rm", "--name", name, "--network", "host", "--volume", f"{model}:/opt/ml/model:ro", image, "serve"]
     served = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_healthy(port, timeout=120)
+        deadline = time.monotonic() + 120
+        while served.poll() is None and time.monotonic() < deadline:
+            try:
+                wait_healthy(port, timeout=5)
+                break
+            except OSError:  # not listening yet
+                time.sleep(0.5)
+        assert served.poll() is None and request(port, "GET", "/ping").status == 200
         batch = np.random.default_rng(0).normal(size=(16, 20)).round(4).tolist()
         payloads: list[tuple[str, Any]] = [
             ("/invocations", {"observations": batch}),
