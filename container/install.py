@@ -1,10 +1,10 @@
 """Install rlrunner into the current Python the way the container image does (one recipe, two layers).
 
     python container/install.py deps   # third-party dependencies only: pyproject.toml + container/requirements.txt
-    python container/install.py code   # rlrunner itself (no dependency changes), then `pip check`
+    python container/install.py code   # rlrunner's wheel into dist/, installed (no dependency changes), then `pip check`
 
 The Dockerfile runs `deps` after copying only pyproject.toml and this folder (a cached layer that code edits
-do not invalidate) and `code` after copying the package. tests/backends/test_container.py runs the same two
+do not invalidate) and `code` after copying the package; the final stage installs the wheel from dist/. tests/backends/test_container.py runs the same two
 steps in a fresh virtual environment. `--dry-run` resolves without installing (prints pip's report path).
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_EXTRAS = ("train", "serve")
 REQUIREMENTS = ROOT / "container" / "requirements.txt"
+DIST = ROOT / "dist"
 
 
 def dependency_list(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = CONTAINER_EXTRAS) -> list[str]:
@@ -42,9 +43,20 @@ def deps_command(python: str = sys.executable, *, dry_run_report: Path | None = 
     return command
 
 
+def wheel_path(pyproject: Path = ROOT / "pyproject.toml") -> Path:
+    """The wheel `code` builds (the final image installs it)."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    return DIST / f"{project['name']}-{project['version']}-py3-none-any.whl"
+
+
 def code_commands(python: str = sys.executable) -> list[list[str]]:
-    """The pip commands of the code layer."""
-    return [[python, "-m", "pip", "install", "--no-input", "--no-deps", str(ROOT)], [python, "-m", "pip", "check"]]
+    """The pip commands of the code layer: build the wheel, install it, check the environment."""
+    pip = [python, "-m", "pip"]
+    return [
+        [*pip, "wheel", "--no-input", "--no-deps", "--wheel-dir", str(DIST), str(ROOT)],
+        [*pip, "install", "--no-input", "--no-deps", "--force-reinstall", str(wheel_path())],
+        [*pip, "check"],
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,7 +154,8 @@ def schema() -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: launcher output goes to stderr).")
 @click.option("--wait", is_flag=True, help="SageMaker: follow the job (status, metrics) until it ends, then download its model into the run dir.")
 @click.option("--hosts", type=click.IntRange(1, 16), default=1, show_default=True, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses.")
-def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool, hosts: int) -> None:
+@click.option("--image", default=None, metavar="TAG", help="Local runs: run the launcher in this image (`rlrunner image build`), as SageMaker does.")
+def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool, hosts: int, image: str | None) -> None:
     """Train: locally in a run directory (--local), or as a SageMaker training job."""
     experiment_spec, document = load_or_exit(spec, overrides)
     local = local or experiment_spec.compute.is_local
@@ -164,12 +165,14 @@ def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, 
     if not local:
         if hosts > 1:
             fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
+        if image:
+            fail("--image: only with a local run (on SageMaker, compute.image names the image)", EXIT_USAGE)
         submit_to_sagemaker(job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir)
         return
     from rlrunner.backends.local import run_local
 
     stream = sys.stderr if output == "json" else sys.stdout
-    result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts)
+    result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts, image=image)
     if output == "json":
         emit_json({"run_id": job.run_id, **result.to_json()})
     elif result.exit_code == 0:
@@ -398,11 +401,13 @@ def image() -> None:
 
 @image.command("build")
 @click.option("--tag", default=None, help="Image tag (default: rlrunner:<version>).")
-def image_build(tag: str | None) -> None:
-    """docker build -f container/Dockerfile . (from the project root)."""
+@click.option("--python-image", default=None, help="Base image with Python 3.11 (default: python:3.11-slim-bookworm).")
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer.")
+def image_build(tag: str | None, python_image: str | None, no_cache: bool) -> None:
+    """docker build -f container/Dockerfile --network host . with BuildKit; this machine's pip configuration as build secrets."""
     from rlrunner.container import build_image
 
-    build_image(tag, echo=click.echo)
+    build_image(tag, python_image=python_image, no_cache=no_cache, echo=click.echo)
 
 
 @image.command("push")

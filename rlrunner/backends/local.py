@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from rlrunner.contract import model_dir as model_files
 from rlrunner.contract.cluster_env import HOST_ADDRESSES_VAR, PORT_VAR, emulation_environment
-from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UsageError
 from rlrunner.contract.metrics import parse_metrics_line
 from rlrunner.contract.run_dir import (
     CURVE_FILE,
@@ -332,13 +332,20 @@ def run_local(
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
     hosts: int = 1,
     on_host_start: Callable[[str, subprocess.Popen[str]], None] | None = None,
+    image: str | None = None,
 ) -> LocalRunResult:
     """Train locally through the container launcher; keep everything in the run dir.
 
     `hosts` > 1 emulates that many instances (see the module docstring); `on_host_start(host,
-    process)` sees every host's launcher start.
+    process)` sees every host's launcher start. `image` runs the launcher in that image instead of this
+    machine's Python (`rlrunner.backends.image`; one host).
     """
+    from rlrunner.backends import image as in_image
     from rlrunner.processes import run_processes, terminate
+
+    if image is not None and hosts > 1:
+        raise UsageError("--image: runs one host (drop --hosts)")
+    docker = in_image.docker_executable() if image is not None else ""
 
     stream = sys.stdout if stream is None else stream
     run = RunDir(run_dir if run_dir is not None else default_run_dir(spec.name, plan.run_id))
@@ -350,6 +357,12 @@ def run_local(
     base = os.environ if environ is None else environ
     host_names = tuple(f"algo-{index}" for index in range(1, hosts + 1))
     env = launcher_environment(run, plan, num_cpus=cpus, base=base, host=host_names[0], hosts=host_names)
+    command, cwd = launcher_command(run, plan.estimator.get("hyperparameters", {})), run.code
+    if image is not None:
+        name, job_name = in_image.container_name(plan.run_id), env["TRAINING_JOB_NAME"]
+        in_image.lay_out_image_config(run, plan, job_name=job_name)
+        command, env = in_image.docker_run_command(run, plan, image, name=name, job_name=job_name, base=base, docker=docker)
+        cwd = run.root
     emulation = EmulatedHosts.start(run, plan, host_names, num_cpus=cpus, base=base) if hosts > 1 else None
     if emulation is not None:
         lay_out_host(run, plan, host=host_names[0], hosts=host_names)
@@ -367,8 +380,8 @@ def run_local(
     with RunDirWriter(run.file(LOG_FILE)) as log, Progress(stream, total=total, unit=unit, bar=show_bar) as progress:
         log.report = progress.line
         process = subprocess.Popen(
-            launcher_command(run, plan.estimator.get("hyperparameters", {})),
-            cwd=run.code,
+            command,
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -421,6 +434,8 @@ def run_local(
                 stop_launcher(process)
             if process.stdout is not None:
                 process.stdout.close()
+            if image is not None:
+                in_image.remove_container(name, docker)
             # The launcher's session (Ray), what hangs below it (players have their own sessions), and
             # players logging into this run dir (one orphaned by a crashed Ray worker); nothing else.
             launchers = [process.pid]

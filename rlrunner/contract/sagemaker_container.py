@@ -244,6 +244,37 @@ def write_input_config(
         (opt_ml.input_config / name).write_text(json.dumps(content) + "\n")
 
 
+def sdk_hyperparameters(hyperparameters: Mapping[str, Any], *, job_name: str, submit_directory: str = str(OPT_ML / "code")) -> dict[str, Any]:
+    """The hyperparameters as the SDK sends a script-mode job: the experiment's plus the toolkit's `sagemaker_*`
+    ones (the entry point, where its code lies: the uploaded source's S3 URI, or a folder already in place)."""
+    return {
+        **hyperparameters,
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_submit_directory": submit_directory,
+        "sagemaker_container_log_level": 20,
+        "sagemaker_job_name": job_name,
+    }
+
+
+def write_job_config(opt_ml: OptMl, request: Mapping[str, Any], *, host: str = DEFAULT_HOST) -> None:
+    """input/config/*.json from a CreateTrainingJob request, as the platform writes them for one of its hosts:
+    the hyperparameters exactly as sent (the SDK serialised them), the hosts and the channels."""
+    count = int(request.get("ResourceConfig", {}).get("InstanceCount", 1))
+    hosts = [f"algo-{index}" for index in range(1, count + 1)]
+    resource = {"current_host": host, "hosts": hosts, "network_interface_name": "lo"}
+    data_config = {
+        channel["ChannelName"]: {"TrainingInputMode": channel.get("InputMode", request.get("AlgorithmSpecification", {}).get("TrainingInputMode", "File"))}
+        for channel in request.get("InputDataConfig", [])
+    }
+    opt_ml.input_config.mkdir(parents=True, exist_ok=True)
+    for name, content in (
+        ("hyperparameters.json", dict(request.get("HyperParameters", {}))),
+        ("resourceconfig.json", resource),
+        ("inputdataconfig.json", data_config),
+    ):
+        (opt_ml.input_config / name).write_text(json.dumps(content) + "\n")
+
+
 def copy_code(opt_ml: OptMl, source_dir: Path, dependencies: Sequence[str | Path] = ()) -> None:
     """The code dir as SageMaker builds it: the source dir's files, each dependency as a subfolder."""
     shutil.rmtree(opt_ml.code, ignore_errors=True)

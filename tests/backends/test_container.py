@@ -55,9 +55,22 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> list[Instruction]:
     return instructions
 
 
+FINAL_STAGE = 2
+"""Stages 0 (`build`: the dependencies) and 1 (`code`: the wheel, the smoke test) feed the final image."""
+
+
+def command_of(arguments: str) -> str:
+    """A RUN line's command without its `--mount=…` flags (the build secrets)."""
+    words = arguments.split(" ")
+    while words and words[0].startswith("--mount="):
+        words.pop(0)
+    return " ".join(words)
+
+
 def recipe_runs(instructions: list[Instruction]) -> list[str]:
-    """The build stage's RUN lines that run rlrunner's own scripts (install steps and smoke test)."""
-    return [i.arguments for i in instructions if i.stage == 0 and i.keyword == "RUN" and i.arguments.startswith("python container/")]
+    """The build stages' RUN lines that run rlrunner's own scripts (install steps and smoke test)."""
+    runs = [command_of(i.arguments) for i in instructions if i.stage < FINAL_STAGE and i.keyword == "RUN"]
+    return [run for run in runs if run.startswith("python container/")]
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -69,8 +82,8 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_installs_dependencies_before_copying_code() -> None:
-    build = [i for i in parse_dockerfile() if i.stage == 0]
-    steps = [f"{i.keyword} {i.arguments}" for i in build]
+    build = [i for i in parse_dockerfile() if i.stage < FINAL_STAGE]
+    steps = [f"{i.keyword} {command_of(i.arguments) if i.keyword == 'RUN' else i.arguments}" for i in build]
     deps = steps.index("RUN python container/install.py deps")
     code = steps.index("RUN python container/install.py code")
     copied_before_deps = " ".join(step for step in steps[:deps] if step.startswith("COPY"))
@@ -89,13 +102,13 @@ def test_dockerfile_copies_only_files_that_exist() -> None:
 
 
 def test_image_entrypoint_trains_and_serves() -> None:
-    final = [i for i in parse_dockerfile() if i.stage == 1]
+    final = [i for i in parse_dockerfile() if i.stage == FINAL_STAGE]
     entry = next(i.arguments for i in final if i.keyword == "ENTRYPOINT")
     assert "/usr/local/bin/rlrunner-entrypoint" in entry
     assert any(i.keyword == "EXPOSE" and i.arguments == "8080" for i in final)
     script = ENTRYPOINT.read_text()
     assert "exec rlrunner serve /opt/ml/model --host 0.0.0.0 --port 8080" in script
-    assert re.search(r"exec xvfb-run .* train \"\$@\"", script)
+    assert re.search(r"exec python -m rlrunner.entry.stop_relay xvfb-run .* train \"\$@\"", script)
     assert os.access(ENTRYPOINT, os.X_OK)
     result = subprocess.run(["sh", "-n", str(ENTRYPOINT)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -126,7 +139,7 @@ def build_context(instructions: list[Instruction], target: Path) -> Path:
     """Copy what the build stage's COPY lines copy, as `docker build .` from the project root would."""
     workdir = target
     for instruction in instructions:
-        if instruction.stage != 0:
+        if instruction.stage >= FINAL_STAGE:
             continue
         if instruction.keyword == "WORKDIR":
             workdir = target / instruction.arguments.lstrip("/")
@@ -161,3 +174,65 @@ def test_install_recipe_in_a_fresh_venv(tmp_path: Path) -> None:
     located = subprocess.run([str(venv / "bin" / "python"), "-c", "import rlrunner; print(rlrunner.__file__)"],
                              capture_output=True, text=True, check=True, env=env, cwd=tmp_path)
     assert located.stdout.startswith(str(venv))  # the installed copy, not this checkout
+
+
+def test_dockerfile_fetches_no_frontend_and_keeps_code_out_of_the_dependency_layers() -> None:
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE)  # a `# syntax=` line makes BuildKit pull a frontend image
+    final = [f"{i.keyword} {i.arguments}" for i in parse_dockerfile() if i.stage == FINAL_STAGE]
+    venv = final.index("COPY --from=build /opt/venv /opt/venv")  # the dependencies: cached while they stay the same
+    wheel = next(index for index, step in enumerate(final) if "from=code" in step)  # the code on top, a small layer
+    assert venv < wheel and "pip install" in final[wheel] and "--no-index" in final[wheel]
+    assert all("pip.conf" not in step and "pip-cert" not in step for step in final)  # pip's settings never reach it
+
+
+def test_pip_config_reaches_the_build_as_loopback_urls(tmp_path: Path) -> None:
+    from urllib.parse import urljoin
+    from urllib.request import urlopen
+
+    from rlrunner.container import parse_pip_config, pip_conf_text, serve_pip_locations
+
+    (tmp_path / "pypi" / "simple" / "demo").mkdir(parents=True)
+    (tmp_path / "pypi" / "files").mkdir()
+    (tmp_path / "pypi" / "simple" / "demo" / "index.html").write_text('<a href="../../files/demo-1.0-py3-none-any.whl">demo</a>')
+    (tmp_path / "pypi" / "files" / "demo-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "constraints.txt").write_text("demo<2\n")
+    (tmp_path / "secret.txt").write_text("no")
+    listed = "\n".join([
+        f"global.extra-index-url='file://{tmp_path}/pypi/simple https://example.org/simple'",
+        f"global.find-links='{tmp_path}/wheels'",
+        f"global.constraint='{tmp_path}/constraints.txt'",
+        "global.cert='/etc/ssl/certs/ca-certificates.crt'",
+        "global.default-timeout='60'",
+        ":env:.default-timeout='180'",
+        "global.user='yes'",
+    ])  # fmt: skip
+    settings = parse_pip_config(listed)
+    assert settings["default-timeout"] == "180" and "user" in settings
+    with serve_pip_locations(settings) as served:
+        local, remote = served["extra-index-url"].split()
+        assert remote == "https://example.org/simple" and served["cert"] == "/etc/pip-cert.pem" and "user" not in served
+        assert local.startswith("http://127.0.0.1:") and local.endswith(f"{tmp_path}/pypi/simple/")
+        assert urlopen(local + "demo/").read().startswith(b'<a href="../../files/')
+        assert urlopen(urljoin(local + "demo/", "../../files/demo-1.0-py3-none-any.whl")).read() == b"wheel"  # as pip follows it
+        assert urlopen(served["constraint"]).read() == b"demo<2\n"
+        with pytest.raises(OSError):
+            urlopen(served["constraint"].replace("constraints.txt", "secret.txt"))
+        text = pip_conf_text(served)
+    assert text.startswith("[global]\n") and "default-timeout = 180\n" in text
+
+
+def test_build_needs_a_docker_client_with_buildkit(tmp_path: Path) -> None:
+    from rlrunner.container import ImageError, buildkit_docker
+
+    for folder, version in (("new", "28.2.2"), ("old", "20.10.24+dfsg1")):
+        (tmp_path / folder).mkdir()
+        client = tmp_path / folder / "docker"
+        client.write_text(f'#!/bin/sh\n[ "$1" = version ] && echo {version} && exit 0\nexit 1\n')
+        client.chmod(0o755)
+    assert buildkit_docker(f"{tmp_path / 'new'}{os.pathsep}{tmp_path / 'old'}") == str(tmp_path / "old" / "docker")
+    with pytest.raises(ImageError, match="no docker client on PATH builds with BuildKit"):
+        buildkit_docker(str(tmp_path / "new"))
+    with pytest.raises(ImageError, match="not found on PATH"):
+        buildkit_docker(str(tmp_path / "nothing"))
