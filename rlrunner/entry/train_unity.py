@@ -29,6 +29,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -227,7 +228,7 @@ def configure_ray_environment() -> None:
     os.environ.pop("RAY_ADDRESS", None)  # never attach to some other cluster on this machine
 
 
-def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
+def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None, *, install_handlers: bool = True) -> None:
     """A single-node Ray on 127.0.0.1 without the dashboard; workers inherit the source dir on PYTHONPATH."""
     add_to_python_path(source_dir)
     import logging
@@ -246,7 +247,45 @@ def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None
         )
     except Exception as error:
         raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}") from None
-    install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
+    if install_handlers:  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
+        install_signal_handlers()
+
+
+class _RayStart:
+    """`start_ray` on a background thread; `join` waits, `result` re-raises its error in the caller."""
+
+    def __init__(self, env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(env, num_cpus, source_dir), name="ray-start", daemon=True)
+        self._thread.start()
+
+    def _run(self, env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
+        try:
+            start_ray(env, num_cpus, source_dir, install_handlers=False)
+        except BaseException as error:  # handed to the main thread by result()
+            self._error = error
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def start_ray_in_background(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> _RayStart:
+    """Start Ray while this thread goes on (probing the player, importing RLlib); join before using Ray."""
+    import logging
+
+    import ray  # imported here, once: the two threads then import only their own modules
+
+    # Ray keeps the launcher's SIGTERM handler when started off the main thread, which is what we want.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: "SIGTERM handler is not set" not in record.getMessage()
+    )
+    del ray
+    add_to_python_path(source_dir)  # here: the probe started meanwhile copies this process's environment
+    return _RayStart(env, num_cpus, None)
 
 
 def add_to_python_path(source_dir: Path | None) -> None:
@@ -307,11 +346,57 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
+    ray_start = None
+    if cluster is None:
+        # Ray's start (its own processes) overlaps the player probe and RLlib's import and config below.
+        runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
+        ray_start = start_ray_in_background(env, max(env.num_cpus, algo_config.required_cpus(runners)), source_dir_of(env, experiment))
+    try:
+        config, observation_space, action_space = _configure(env, experiment, env_config, num_cpus, module_class, cluster)
+    finally:
+        if ray_start is not None:
+            ray_start.join()
+    if ray_start is not None:
+        ray_start.result()
+        install_signal_handlers()
+    else:
+        assert cluster is not None
+        cluster.connect()
+    runners = config.num_env_runners
+    from ray.tune.registry import register_env
+
+    from rlrunner.entry.unity_env import make_unity_env
+
+    register_env(algo_config.ENV_NAME, make_unity_env)
+    log(f"building {experiment.algorithm.name}: {describe_layout(experiment, runners, config.num_envs_per_env_runner, num_cpus)}")
+    try:
+        algo = config.build_algo()
+    except Exception as error:
+        raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
+    if cluster is not None:
+        try:
+            cluster.record_env_runners(algo)
+        except Exception as error:  # only a report: training goes on
+            log(f"warning: could not locate the env runners: {_one_line(error)}")
+    try:
+        return _train_loop(env, experiment, algo)
+    finally:
+        with contextlib.suppress(Exception):
+            algo.stop()  # type: ignore[no-untyped-call]
+
+
+def _configure(
+    env: ContainerEnv, experiment: Experiment, env_config: dict[str, Any], num_cpus: int, module_class: type | None,
+    cluster: HeadCluster | None,
+) -> tuple[Any, Any, Any]:
+    """The validated AlgorithmConfig and the env's spaces (one probe of the player); every error located."""
+    from rlrunner.entry import algorithm as algo_config
+
     observation_space, action_space = probe_environment(env_config)
     try:
         algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
-            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class
+            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, cluster=cluster is not None
         )
     except algo_config.AlgorithmSetupError as error:
         raise InvalidSpecError(str(error)) from None
@@ -328,32 +413,18 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, observation_space, action_space, experiment)
+    return config, observation_space, action_space
 
-    runners = config.num_env_runners
-    if cluster is None:
-        start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)), source_dir_of(env, experiment))
-    else:
-        cluster.connect()
-    from ray.tune.registry import register_env
 
-    from rlrunner.entry.unity_env import make_unity_env
-
-    register_env(algo_config.ENV_NAME, make_unity_env)
-    log(f"building {experiment.algorithm.name} with {runners} env runner(s) on {num_cpus} CPU(s)")
-    try:
-        algo = config.build_algo()
-    except Exception as error:
-        raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
-    if cluster is not None:
-        try:
-            cluster.record_env_runners(algo)
-        except Exception as error:  # only a report: training goes on
-            log(f"warning: could not locate the env runners: {_one_line(error)}")
-    try:
-        return _train_loop(env, experiment, algo)
-    finally:
-        with contextlib.suppress(Exception):
-            algo.stop()  # type: ignore[no-untyped-call]
+def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:
+    """The resource layout chosen, in one line (`env_runners`/`envs_per_env_runner: auto` decide it from the CPUs)."""
+    training = experiment.training
+    where = "sampling in the driver" if runners == 0 else f"{runners} remote env runner(s)"
+    areas = experiment.environment.num_areas
+    what = f"{areas} area(s) in one player" if areas > 1 else f"{envs_per_runner} player(s) each, exchanges overlapped"
+    chosen = [name for name, value in (("env_runners", training.env_runners), ("envs_per_env_runner", training.envs_per_env_runner)) if value == "auto"]
+    why = f" ({' and '.join(chosen)}: auto on {num_cpus} CPU(s))" if chosen else f" on {num_cpus} CPU(s)"
+    return f"{where}, {what}{why}"
 
 
 def _check_rl_module(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
