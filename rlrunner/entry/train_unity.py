@@ -226,6 +226,9 @@ def configure_ray_environment() -> None:
     os.environ["RAY_NODE_IP_ADDRESS"] = LOOPBACK
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.pop("RAY_ADDRESS", None)  # never attach to some other cluster on this machine
+    # Ray starts its processes while the player probe's gRPC server runs (fork + exec, never gRPC in
+    # the child): gRPC's fork handlers would only log that they were skipped.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None, *, install_handlers: bool = True) -> None:
