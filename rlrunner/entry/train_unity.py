@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -231,9 +231,8 @@ def configure_ray_environment() -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
-def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None, *, install_handlers: bool = True) -> None:
-    """A single-node Ray on 127.0.0.1 without the dashboard; workers inherit the source dir on PYTHONPATH."""
-    add_to_python_path(source_dir)
+def start_ray(env: ContainerEnv, num_cpus: int) -> None:
+    """A single-node Ray on 127.0.0.1 without the dashboard (put the source dir on PYTHONPATH first: workers inherit it)."""
     import logging
 
     import ray
@@ -250,45 +249,44 @@ def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None, *, inst
         )
     except Exception as error:
         raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}") from None
-    if install_handlers:  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
-        install_signal_handlers()
+    install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
 
 
-class _RayStart:
-    """`start_ray` on a background thread; `join` waits, `result` re-raises its error in the caller."""
+def limit_torch_threads(environ: Mapping[str, str]) -> int:
+    """Give the driver's learner one torch thread (`OMP_NUM_THREADS` when set), as Ray gives its 1-CPU workers.
 
-    def __init__(self, env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
+    Ray counts one CPU for the driver; torch would start a thread per core, and on a busy machine its
+    OpenMP threads spin for each other: one PPO epoch of Basic measured 1 s with one thread and 34 s
+    with two on this 2-core machine under load (docs/benchmarks.md).
+    """
+    import torch
+
+    threads = int(environ.get("OMP_NUM_THREADS", "1") or 1)
+    torch.set_num_threads(max(threads, 1))
+    return torch.get_num_threads()
+
+
+class _Background:
+    """A function on a background thread; `result` waits and re-raises its error in the caller."""
+
+    def __init__(self, target: Callable[[], Any], name: str) -> None:
+        self._target = target
+        self._value: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(env, num_cpus, source_dir), name="ray-start", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def _run(self, env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
+    def _run(self) -> None:
         try:
-            start_ray(env, num_cpus, source_dir, install_handlers=False)
-        except BaseException as error:  # handed to the main thread by result()
+            self._value = self._target()
+        except BaseException as error:  # handed to the caller by result()
             self._error = error
 
-    def join(self) -> None:
+    def result(self) -> Any:
         self._thread.join()
-
-    def result(self) -> None:
         if self._error is not None:
             raise self._error
-
-
-def start_ray_in_background(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> _RayStart:
-    """Start Ray while this thread goes on (probing the player, importing RLlib); join before using Ray."""
-    import logging
-
-    import ray  # imported here, once: the two threads then import only their own modules
-
-    # Ray keeps the launcher's SIGTERM handler when started off the main thread, which is what we want.
-    logging.getLogger("ray._private.worker").addFilter(
-        lambda record: "SIGTERM handler is not set" not in record.getMessage()
-    )
-    del ray
-    add_to_python_path(source_dir)  # here: the probe started meanwhile copies this process's environment
-    return _RayStart(env, num_cpus, None)
+        return self._value
 
 
 def add_to_python_path(source_dir: Path | None) -> None:
@@ -349,22 +347,20 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
-    ray_start = None
-    if cluster is None:
-        # Ray's start (its own processes) overlaps the player probe and RLlib's import and config below.
-        runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
-        ray_start = start_ray_in_background(env, max(env.num_cpus, algo_config.required_cpus(runners)), source_dir_of(env, experiment))
+    # Probing the player and importing RLlib (to configure it) run beside Ray's start. Ray starts on
+    # this thread: its processes get PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+    if cluster is None:  # (a cluster host put it there before its Ray node started)
+        add_to_python_path(source_dir_of(env, experiment))
+    prepared = _Background(lambda: _configure(env, experiment, env_config, num_cpus, module_class, cluster), "prepare")
     try:
-        config, observation_space, action_space = _configure(env, experiment, env_config, num_cpus, module_class, cluster)
+        if cluster is None:
+            runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
+            start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
     finally:
-        if ray_start is not None:
-            ray_start.join()
-    if ray_start is not None:
-        ray_start.result()
-        install_signal_handlers()
-    else:
-        assert cluster is not None
+        config, observation_space, action_space = prepared.result()
+    if cluster is not None:
         cluster.connect()
+    limit_torch_threads(os.environ)
     runners = config.num_env_runners
     from ray.tune.registry import register_env
 
