@@ -158,6 +158,8 @@ def build_algorithm_config(
     config.env_runners(create_env_on_local_worker=runners == 0)
     config.fault_tolerance(
         restart_failed_env_runners=training.restart_failed_env_runners,
+        # A crashed player is recreated in place, also when the driver samples (no env runner to restart).
+        restart_failed_sub_environments=training.restart_failed_env_runners,
         # The default waits 60 s before restarting a crashed env runner; a player restarts in seconds.
         delay_between_env_runner_restarts_s=1.0,
     )

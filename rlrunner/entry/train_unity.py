@@ -351,13 +351,15 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     # this thread: its processes get PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
     if cluster is None:  # (a cluster host put it there before its Ray node started)
         add_to_python_path(source_dir_of(env, experiment))
-    prepared = _Background(lambda: _configure(env, experiment, env_config, num_cpus, module_class, cluster), "prepare")
+    started = time.monotonic()
+    prepared = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "prepare")
     try:
         if cluster is None:
             runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
             start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
     finally:
-        config, observation_space, action_space = prepared.result()
+        ray_s = time.monotonic() - started
+        (config, observation_space, action_space), prepare_s = prepared.result()
     if cluster is not None:
         cluster.connect()
     limit_torch_threads(os.environ)
@@ -368,10 +370,15 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
 
     register_env(algo_config.ENV_NAME, make_unity_env)
     log(f"building {experiment.algorithm.name}: {describe_layout(experiment, runners, config.num_envs_per_env_runner, num_cpus)}")
+    before = time.monotonic()
     try:
         algo = config.build_algo()
     except Exception as error:
         raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
+    log(
+        f"startup: Ray {ray_s:.1f} s beside probe + RLlib import and config {prepare_s:.1f} s, "
+        f"algorithm built in {time.monotonic() - before:.1f} s"
+    )
     if cluster is not None:
         try:
             cluster.record_env_runners(algo)
@@ -382,6 +389,11 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     finally:
         with contextlib.suppress(Exception):
             algo.stop()  # type: ignore[no-untyped-call]
+
+
+def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    return function(*args), time.monotonic() - started
 
 
 def _configure(
