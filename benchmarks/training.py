@@ -4,15 +4,18 @@ For each seed, in the same run:
 
 * rlrunner: `rlrunner run SPEC --local` (the real launcher, Ray, the bundled player over gRPC), with a
   checkpoint every iteration so that each iteration's policy can be evaluated afterwards;
-* plain: a plain RLlib script (PPOConfig built by hand from the spec's hyperparameters, same seed,
-  same env runners) on `PyBasic`, a pure-Python gymnasium copy of Basic's rules, in-process.
+* plain: a plain RLlib script (PPOConfig built by hand from the spec's hyperparameters, same seed)
+  on `PyBasic`, a pure-Python gymnasium copy of Basic's rules, in-process, run once per number of
+  env runners in `--plain-runners` (default 0 and 1: sampling in the driver, one remote env
+  runner); the faster one is its figure, as a careful user would pick.
 
 Both policies are evaluated greedily (20 episodes, argmax of the RLModule's logits) on `PyBasic`
 after every iteration; reported are the env steps and wall time (from the command's start,
 evaluation time excluded) until that evaluation first reaches the threshold, and the startup
 overhead (command start to the first iteration's result).
 
-    python benchmarks/training.py --seeds 0 1 2        # about 3 minutes per seed on 2 cores
+    python benchmarks/training.py --seeds 0 1 2 3 4    # about 2 minutes per seed on 2 cores
+    python benchmarks/training.py --set training.env_runners=1   # rlrunner with another layout
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def greedy_return(module: Any, max_episode_steps: int | None, episodes: int = EV
 # --- the plain RLlib script (run as a child process) -----------------------------------------------
 
 
-def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int) -> int:
+def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int, runners: int) -> int:
     """Train PPO with the spec's hyperparameters on PyBasic; print one JSON line per iteration."""
     import yaml
 
@@ -114,7 +117,6 @@ def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int) -> 
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1")
     register_env("py-basic", make_py_basic)
-    runners = max((os.cpu_count() or 2) - 1, 1)
     config = (
         PPOConfig()
         .environment("py-basic", env_config=env_config)
@@ -143,14 +145,18 @@ def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int) -> 
     return 0
 
 
-def run_plain(spec: Path, seed: int, threshold: float, max_steps: int) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--plain", "--spec", str(spec), "--seed", str(seed), "--threshold", str(threshold), "--max-steps", str(max_steps)]
+def run_plain(spec: Path, seed: int, threshold: float, max_steps: int, runners: int) -> dict[str, Any]:
+    command = [
+        sys.executable, __file__, "--plain", "--spec", str(spec), "--seed", str(seed), "--threshold", str(threshold),
+        "--max-steps", str(max_steps), "--runners", str(runners),
+    ]
     process = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False)
     rows = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not rows:
         raise RuntimeError(f"plain script failed ({process.returncode}): {process.stderr[-3000:]}")
     hit = next((r for r in rows if r["greedy"] >= threshold), None)
     return {
+        "runners": runners,
         "startup_s": rows[0]["wall_s"],
         "steps_to_threshold": hit["timesteps"] if hit else None,
         "wall_to_threshold_s": hit["wall_s"] if hit else None,
@@ -158,10 +164,16 @@ def run_plain(spec: Path, seed: int, threshold: float, max_steps: int) -> dict[s
     }
 
 
+def fastest(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plain run that reached the threshold soonest (its other runs kept under "others")."""
+    ranked = sorted(results, key=lambda r: r["wall_to_threshold_s"] if r["wall_to_threshold_s"] is not None else float("inf"))
+    return {**ranked[0], "others": ranked[1:]}
+
+
 # --- rlrunner run --local -------------------------------------------------------------------------
 
 
-def run_rlrunner(spec: Path, seed: int, threshold: float, workdir: Path) -> dict[str, Any]:
+def run_rlrunner(spec: Path, seed: int, threshold: float, workdir: Path, overrides: list[str]) -> dict[str, Any]:
     """`rlrunner run --local`; every iteration's checkpoint is evaluated afterwards."""
     from rlrunner.contract.checkpoints import CheckpointStore
     from rlrunner.contract.metrics import parse_metrics_line
@@ -172,6 +184,8 @@ def run_rlrunner(spec: Path, seed: int, threshold: float, workdir: Path) -> dict
         sys.executable, "-c", "from rlrunner.cli import main; main()", "run", str(spec), "--local", "--run-dir", str(run_dir),
         "--set", f"training.seed={seed}", "--set", "training.checkpoint_frequency=1", "--set", "training.keep_checkpoints=100",
     ]
+    for override in overrides:
+        command += ["--set", override]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     seen: dict[int, dict[str, float]] = {}
@@ -209,16 +223,19 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=10_000)
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw results here.")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-runners", type=int, nargs="+", default=[0, 1], help="Env runner counts the plain script tries.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="A --set for the rlrunner run.")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--runners", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
-        return plain_main(args.spec, args.seed, args.threshold, args.max_steps)
+        return plain_main(args.spec, args.seed, args.threshold, args.max_steps, args.runners)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="rlrunner-bench-") as workdir:
         for seed in args.seeds:
-            plain = run_plain(args.spec, seed, args.threshold, args.max_steps)
-            ours = run_rlrunner(args.spec, seed, args.threshold, Path(workdir))
+            plain = fastest([run_plain(args.spec, seed, args.threshold, args.max_steps, n) for n in args.plain_runners])
+            ours = run_rlrunner(args.spec, seed, args.threshold, Path(workdir), args.overrides)
             results.append({"seed": seed, "rlrunner": ours, "plain": plain})
             print(summary_row(results[-1]), flush=True)
     print()
@@ -236,10 +253,15 @@ def summary_row(result: dict[str, Any]) -> str:
     ours, plain = result["rlrunner"], result["plain"]
     return (
         f"seed {result['seed']}: rlrunner {ours['steps_to_threshold']} steps / {_s(ours['wall_to_threshold_s'])}, "
-        f"plain {plain['steps_to_threshold']} steps / {_s(plain['wall_to_threshold_s'])}, "
+        f"plain ({plain['runners']} env runners) {plain['steps_to_threshold']} steps / {_s(plain['wall_to_threshold_s'])} "
+        f"(other: {_others(plain)}), "
         f"ratio {_ratio(ours['wall_to_threshold_s'], plain['wall_to_threshold_s'])}; startup {ours['startup_s']:.1f} s vs "
-        f"{plain['startup_s']:.1f} s; final greedy evaluation {ours['final_evaluation']['mean']:.3f}"
+        f"{plain['startup_s']:.1f} s; rlrunner total {ours['total_s']:.1f} s; final greedy evaluation {ours['final_evaluation']['mean']:.3f}"
     )
+
+
+def _others(plain: dict[str, Any]) -> str:
+    return ", ".join(f"{o['runners']} env runners {_s(o['wall_to_threshold_s'])}" for o in plain["others"]) or "-"
 
 
 def _s(value: float | None) -> str:
@@ -248,14 +270,14 @@ def _s(value: float | None) -> str:
 
 def markdown(results: list[dict[str, Any]], threshold: float) -> str:
     lines = [
-        f"| seed | rlrunner: steps to {threshold} | rlrunner: wall | plain: steps | plain: wall | wall ratio | startup rlrunner / plain | final greedy eval (20 ep.) |",
+        f"| seed | rlrunner: steps to {threshold} | rlrunner: wall | plain: steps | plain: wall (its env runners) | wall ratio | startup rlrunner / plain | final greedy eval (20 ep.) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ours, plain = r["rlrunner"], r["plain"]
         lines.append(
             f"| {r['seed']} | {ours['steps_to_threshold']} | {_s(ours['wall_to_threshold_s'])} | {plain['steps_to_threshold']} | "
-            f"{_s(plain['wall_to_threshold_s'])} | {_ratio(ours['wall_to_threshold_s'], plain['wall_to_threshold_s'])} | "
+            f"{_s(plain['wall_to_threshold_s'])} ({plain['runners']}) | {_ratio(ours['wall_to_threshold_s'], plain['wall_to_threshold_s'])} | "
             f"{ours['startup_s']:.1f} s / {plain['startup_s']:.1f} s | {ours['final_evaluation']['mean']:.3f} |"
         )
     walls = [(r["rlrunner"]["wall_to_threshold_s"], r["plain"]["wall_to_threshold_s"]) for r in results]

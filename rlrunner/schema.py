@@ -249,9 +249,9 @@ class TrainingSpec(Frozen):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = 0
     """Random seed for RLlib and the environment (None: not seeded)."""
     env_runners: Annotated[int, Field(ge=0, le=1024)] | Literal["auto"] = "auto"
-    """Number of RLlib env runners; `auto` = CPUs - 1 (at least 1)."""
-    envs_per_env_runner: Annotated[int, Field(ge=1, le=64)] = 1
-    """Player processes per env runner."""
+    """Number of remote RLlib env runners (0: the driver samples); `auto` = the fastest layout measured on Basic: 0 on up to 2 CPUs, else CPUs - 1."""
+    envs_per_env_runner: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    """Player processes per env runner, their exchanges in flight together; `auto` = CPUs per sampling process (1 with num_areas > 1)."""
     restart_failed_env_runners: bool = True
     """Recreate an env runner whose environment crashed, and go on training."""
     evaluation_episodes: Annotated[int, Field(ge=1, le=10000)] = 20

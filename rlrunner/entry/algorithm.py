@@ -34,11 +34,37 @@ class AlgorithmSetupError(ValueError):
     """The experiment cannot be turned into a working RLlib algorithm (a user error, explained)."""
 
 
-def resolve_env_runners(setting: int | str, num_cpus: int) -> int:
-    """`training.env_runners`: an explicit count, or `auto` = CPUs - 1 (at least 1)."""
+DRIVER_SAMPLING_MAX_CPUS = 2
+"""Up to this many CPUs `env_runners: auto` samples in the driver: on 2 cores a remote env runner
+beside a synchronous learner only adds a process (and its start-up) to the same cores (docs/benchmarks.md)."""
+
+MAX_AUTO_PLAYERS = 8
+
+
+def resolve_env_runners(setting: int | str, num_cpus: int, *, cluster: bool = False) -> int:
+    """`training.env_runners`: an explicit count, or `auto`: 0 (the driver samples) on up to 2 CPUs, else CPUs - 1.
+
+    A multi-host cluster always gets remote env runners (its other hosts' CPUs are only reachable that way).
+    """
     if setting == "auto":
+        if num_cpus <= DRIVER_SAMPLING_MAX_CPUS and not cluster:
+            return 0
         return max(num_cpus - 1, 1)
     return int(setting)
+
+
+def resolve_players(setting: int | str, num_cpus: int, num_env_runners: int, num_areas: int) -> int:
+    """`training.envs_per_env_runner`: an explicit count, or `auto` = CPUs per sampling process.
+
+    A real Unity player keeps about one core busy in physics while its env runner waits, so each
+    sampling process (the driver when it samples, else each env runner) drives as many players as
+    there are cores for it; a player with several areas already batches its exchange (1).
+    """
+    if setting != "auto":
+        return int(setting)
+    if num_areas > 1:
+        return 1
+    return max(1, min(num_cpus // max(num_env_runners, 1), MAX_AUTO_PLAYERS))
 
 
 def required_cpus(num_env_runners: int) -> int:
@@ -85,6 +111,7 @@ def build_algorithm_config(
     env_config: Mapping[str, Any],
     module_class: type | None = None,
     env_name: str = ENV_NAME,
+    cluster: bool = False,
 ) -> AlgorithmConfig:
     """The RLlib AlgorithmConfig for an experiment (new API stack, torch)."""
     from ray.rllib.algorithms.registry import ALGORITHMS
@@ -92,7 +119,7 @@ def build_algorithm_config(
 
     training = experiment.training
     environment = experiment.environment
-    if environment.num_areas > 1 and training.envs_per_env_runner > 1:
+    if environment.num_areas > 1 and training.envs_per_env_runner != "auto" and training.envs_per_env_runner > 1:
         raise AlgorithmSetupError(
             f"training.envs_per_env_runner ({training.envs_per_env_runner}) and environment.num_areas "
             f"({environment.num_areas}): use one of them; each env runner drives either several players "
@@ -105,7 +132,8 @@ def build_algorithm_config(
     config.update_from_dict(dict(algorithm["hyperparameters"]))
     config.framework("torch")
     config.environment(env=env_name, env_config=dict(env_config))
-    runners = resolve_env_runners(training.env_runners, num_cpus)
+    runners = resolve_env_runners(training.env_runners, num_cpus, cluster=cluster)
+    players = resolve_players(training.envs_per_env_runner, num_cpus, runners, environment.num_areas)
     if environment.num_areas > 1:
         # One player with N areas is one gymnasium VectorEnv: RLlib calls the creator once with num_envs.
         import gymnasium
@@ -115,11 +143,23 @@ def build_algorithm_config(
             num_envs_per_env_runner=environment.num_areas,
             gym_env_vectorize_mode=gymnasium.VectorizeMode.VECTOR_ENTRY_POINT,
         )
+    elif players > 1:
+        # K players per env runner: one PlayersVectorEnv (make_unity_env) whose exchanges overlap.
+        import gymnasium
+
+        config.environment(env_config={**env_config, "players": players})
+        config.env_runners(
+            num_env_runners=runners,
+            num_envs_per_env_runner=players,
+            gym_env_vectorize_mode=gymnasium.VectorizeMode.VECTOR_ENTRY_POINT,
+        )
     else:
-        config.env_runners(num_env_runners=runners, num_envs_per_env_runner=training.envs_per_env_runner)
+        config.env_runners(num_env_runners=runners, num_envs_per_env_runner=1)
     config.env_runners(create_env_on_local_worker=runners == 0)
     config.fault_tolerance(
         restart_failed_env_runners=training.restart_failed_env_runners,
+        # A crashed player is recreated in place, also when the driver samples (no env runner to restart).
+        restart_failed_sub_environments=training.restart_failed_env_runners,
         # The default waits 60 s before restarting a crashed env runner; a player restarts in seconds.
         delay_between_env_runner_restarts_s=1.0,
     )
@@ -145,4 +185,5 @@ __all__ = [
     "model_config",
     "required_cpus",
     "resolve_env_runners",
+    "resolve_players",
 ]

@@ -35,9 +35,10 @@ import os
 import signal
 import stat
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -293,11 +294,13 @@ def configure_ray_environment() -> None:
     os.environ["RAY_NODE_IP_ADDRESS"] = LOOPBACK
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.pop("RAY_ADDRESS", None)  # never attach to some other cluster on this machine
+    # Ray starts its processes while the player probe's gRPC server runs (fork + exec, never gRPC in
+    # the child): gRPC's fork handlers would only log that they were skipped.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
-def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None:
-    """A single-node Ray on 127.0.0.1 without the dashboard; workers inherit the source dir on PYTHONPATH."""
-    add_to_python_path(source_dir)
+def start_ray(env: ContainerEnv, num_cpus: int) -> None:
+    """A single-node Ray on 127.0.0.1 without the dashboard (put the source dir on PYTHONPATH first: workers inherit it)."""
     import logging
 
     import ray
@@ -315,6 +318,43 @@ def start_ray(env: ContainerEnv, num_cpus: int, source_dir: Path | None) -> None
     except Exception as error:
         raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}") from None
     install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
+
+
+def limit_torch_threads(environ: Mapping[str, str]) -> int:
+    """Give the driver's learner one torch thread (`OMP_NUM_THREADS` when set), as Ray gives its 1-CPU workers.
+
+    Ray counts one CPU for the driver; torch would start a thread per core, and on a busy machine its
+    OpenMP threads spin for each other: one PPO epoch of Basic measured 1 s with one thread and 34 s
+    with two on this 2-core machine under load (docs/benchmarks.md).
+    """
+    import torch
+
+    threads = int(environ.get("OMP_NUM_THREADS", "1") or 1)
+    torch.set_num_threads(max(threads, 1))
+    return torch.get_num_threads()
+
+
+class _Background:
+    """A function on a background thread; `result` waits and re-raises its error in the caller."""
+
+    def __init__(self, target: Callable[[], Any], name: str) -> None:
+        self._target = target
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._target()
+        except BaseException as error:  # handed to the caller by result()
+            self._error = error
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def add_to_python_path(source_dir: Path | None) -> None:
@@ -375,11 +415,67 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
+    # Probing the player and importing RLlib (to configure it) run beside Ray's start. Ray starts on
+    # this thread: its processes get PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+    if cluster is None:  # (a cluster host put it there before its Ray node started)
+        add_to_python_path(source_dir_of(env, experiment))
+    started = time.monotonic()
+    prepared = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "prepare")
+    try:
+        if cluster is None:
+            runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
+            start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
+    finally:
+        ray_s = time.monotonic() - started
+        (config, observation_space, action_space), prepare_s = prepared.result()
+    if cluster is not None:
+        cluster.connect()
+    limit_torch_threads(os.environ)
+    runners = config.num_env_runners
+    from ray.tune.registry import register_env
+
+    from rlrunner.entry.unity_env import make_unity_env
+
+    register_env(algo_config.ENV_NAME, make_unity_env)
+    log(f"building {experiment.algorithm.name}: {describe_layout(experiment, runners, config.num_envs_per_env_runner, num_cpus)}")
+    before = time.monotonic()
+    try:
+        algo = config.build_algo()
+    except Exception as error:
+        raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
+    log(
+        f"startup: Ray {ray_s:.1f} s beside probe + RLlib import and config {prepare_s:.1f} s, "
+        f"algorithm built in {time.monotonic() - before:.1f} s"
+    )
+    if cluster is not None:
+        try:
+            cluster.record_env_runners(algo)
+        except Exception as error:  # only a report: training goes on
+            log(f"warning: could not locate the env runners: {_one_line(error)}")
+    try:
+        return _train_loop(env, experiment, algo)
+    finally:
+        with contextlib.suppress(Exception):
+            algo.stop()  # type: ignore[no-untyped-call]
+
+
+def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    return function(*args), time.monotonic() - started
+
+
+def _configure(
+    env: ContainerEnv, experiment: Experiment, env_config: dict[str, Any], num_cpus: int, module_class: type | None,
+    cluster: HeadCluster | None,
+) -> tuple[Any, Any, Any]:
+    """The validated AlgorithmConfig and the env's spaces (one probe of the player); every error located."""
+    from rlrunner.entry import algorithm as algo_config
+
     observation_space, action_space = probe_environment(env_config)
     try:
         algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
-            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class
+            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, cluster=cluster is not None
         )
     except algo_config.AlgorithmSetupError as error:
         raise InvalidSpecError(str(error)) from None
@@ -396,32 +492,18 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, observation_space, action_space, experiment)
+    return config, observation_space, action_space
 
-    runners = config.num_env_runners
-    if cluster is None:
-        start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)), source_dir_of(env, experiment))
-    else:
-        cluster.connect()
-    from ray.tune.registry import register_env
 
-    from rlrunner.entry.unity_env import make_unity_env
-
-    register_env(algo_config.ENV_NAME, make_unity_env)
-    log(f"building {experiment.algorithm.name} with {runners} env runner(s) on {num_cpus} CPU(s)")
-    try:
-        algo = config.build_algo()
-    except Exception as error:
-        raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
-    if cluster is not None:
-        try:
-            cluster.record_env_runners(algo)
-        except Exception as error:  # only a report: training goes on
-            log(f"warning: could not locate the env runners: {_one_line(error)}")
-    try:
-        return _train_loop(env, experiment, algo)
-    finally:
-        with contextlib.suppress(Exception):
-            algo.stop()  # type: ignore[no-untyped-call]
+def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:
+    """The resource layout chosen, in one line (`env_runners`/`envs_per_env_runner: auto` decide it from the CPUs)."""
+    training = experiment.training
+    where = "sampling in the driver" if runners == 0 else f"{runners} remote env runner(s)"
+    areas = experiment.environment.num_areas
+    what = f"{areas} area(s) in one player" if areas > 1 else f"{envs_per_runner} player(s) each, exchanges overlapped"
+    chosen = [name for name, value in (("env_runners", training.env_runners), ("envs_per_env_runner", training.envs_per_env_runner)) if value == "auto"]
+    why = f" ({' and '.join(chosen)}: auto on {num_cpus} CPU(s))" if chosen else f" on {num_cpus} CPU(s)"
+    return f"{where}, {what}{why}"
 
 
 def _check_rl_module(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:

@@ -15,13 +15,15 @@ from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 from rlrunner.unity.launch import LaunchOptions, launch_unity
+from rlrunner.unity.players import PlayersVectorEnv, open_players
 
 
 def unity_env_config(
-    environment: EnvironmentSpec, executable: Path, *, seed: int | None, log_dir: str | None
+    environment: EnvironmentSpec, executable: Path, *, seed: int | None, log_dir: str | None, players: int = 1
 ) -> dict[str, Any]:
-    """RLlib's ``env_config`` for ``make_unity_env``: the spec itself, the executable, the seed and the log dir."""
-    return {"environment": environment, "executable": str(executable), "seed": seed, "log_dir": log_dir}
+    """RLlib's ``env_config`` for ``make_unity_env``: the spec itself, the executable, the seed, the log dir
+    and the players per env runner (more than one: a ``PlayersVectorEnv`` whose exchanges overlap)."""
+    return {"environment": environment, "executable": str(executable), "seed": seed, "log_dir": log_dir, "players": players}
 
 
 def launch_options(
@@ -41,18 +43,38 @@ def launch_options(
     )
 
 
-def make_unity_env(env_config: Mapping[str, Any]) -> UnityGymEnv | UnityVectorEnv:
-    """RLlib env creator: launch the player and wrap it (a VectorEnv when areas > 1 or num_envs given)."""
+def make_unity_env(env_config: Mapping[str, Any]) -> UnityGymEnv | UnityVectorEnv | PlayersVectorEnv:
+    """RLlib env creator: launch the player(s) and wrap them (a VectorEnv when areas or players > 1, or num_envs given)."""
     environment = _environment(env_config)
     vector_entry = "num_envs" in env_config  # RLlib's vector_entry_point passes num_envs
+    players = int(env_config.get("players", 1))
+    if vector_entry and players > 1:
+        count = int(env_config["num_envs"])
+        first = _worker_index(env_config) * count
+        return PlayersVectorEnv(open_players(count, lambda index: _single_player(env_config, environment, first + index)))
     num_areas = int(env_config["num_envs"]) if vector_entry else environment.num_areas
+    return _launch(env_config, environment, num_areas, _worker_index(env_config), vector_entry)
+
+
+def _worker_index(env_config: Mapping[str, Any]) -> int:
+    return int(getattr(env_config, "worker_index", 0) or 0)
+
+
+def _single_player(env_config: Mapping[str, Any], environment: EnvironmentSpec, instance: int) -> UnityGymEnv:
+    env = _launch(env_config, environment, 1, instance, vector_entry=False)
+    assert isinstance(env, UnityGymEnv)
+    return env
+
+
+def _launch(
+    env_config: Mapping[str, Any], environment: EnvironmentSpec, num_areas: int, instance: int, vector_entry: bool
+) -> UnityGymEnv | UnityVectorEnv:
     seed = env_config.get("seed")
-    # Unity takes one int seed at start; offset it per env runner so they do not play alike.
-    worker_index = int(getattr(env_config, "worker_index", 0) or 0)
+    # Unity takes one int seed at start; offset it per env runner (and player) so they do not play alike.
     options = launch_options(
         environment,
         num_areas=num_areas,
-        seed=int(seed) + worker_index if seed is not None else worker_index,
+        seed=int(seed) + instance if seed is not None else instance,
         log_dir=env_config.get("log_dir"),
     )
     base = launch_unity(Path(env_config["executable"]), options)

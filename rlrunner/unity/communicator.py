@@ -119,7 +119,15 @@ class LoopbackCommunicator(RpcCommunicator):  # type: ignore[misc]
         self, inputs: UnityInputProto | bytes, poll_callback: PollCallback | None = None
     ) -> UnityOutputProto | RawOutput | None:
         """Send one input, wait for Unity's next output (None when Unity closed)."""
+        self.send(inputs)
+        return self.receive(poll_callback)
+
+    def send(self, inputs: UnityInputProto | bytes) -> None:
+        """Hand one input to the waiting handler thread, which returns it to Unity; do not wait."""
         self.unity_to_external.to_unity.put(encode_python_message(inputs))
+
+    def receive(self, poll_callback: PollCallback | None = None) -> UnityOutputProto | RawOutput | None:
+        """Wait for Unity's next output after ``send`` (None when Unity closed)."""
         status, output = decode_unity_message(self._receive(poll_callback))
         if status != 200:
             return None

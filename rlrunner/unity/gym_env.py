@@ -94,6 +94,7 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         # _single_behavior, or beside a terminal step): reset() then needs no exchange.
         self._fresh: DecisionSteps | None = None
         self._needs_reset = True
+        self._sent = False
         self._closed = False
         if was_reset:
             decision, _ = env.get_steps(self._behavior)
@@ -121,11 +122,27 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
 
     def step(self, action: Any) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         """Send one action; return (obs, reward, terminated, truncated, info)."""
+        self.begin_step(action)
+        return self.end_step()
+
+    def begin_step(self, action: Any) -> None:
+        """The first half of ``step``: send the action without waiting, when the env can (``end_step`` waits)."""
         if self._needs_reset:
             raise UnityEnvError("unity_env: step() called before reset() or after the episode ended")
         self._env.set_actions(self._behavior, self._conv.action_tuple(np.asarray([action])))
+        begin = getattr(self._env, "begin_step", None)
+        self._sent = begin is not None
+        if begin is not None:
+            with _player_errors(self._env, "step()"):
+                begin()
+
+    def end_step(self) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
+        """The second half of ``step``: wait for Unity; return (obs, reward, terminated, truncated, info)."""
         with _player_errors(self._env, "step()"):
-            self._env.step()
+            if self._sent:
+                self._env.end_step()
+            else:
+                self._env.step()
             decision, terminal = self._await_agent()
         if len(terminal) and self._agent_id in terminal.agent_id:
             return self._end_episode(decision, terminal)

@@ -46,6 +46,7 @@ with warnings.catch_warnings():
     from mlagents_envs.communicator_objects.unity_rl_initialization_input_pb2 import UnityRLInitializationInputProto
     from mlagents_envs.environment import UnityEnvironment
     from mlagents_envs.exception import (
+        UnityCommunicatorStoppedException,
         UnityEnvironmentException,
         UnityTimeOutException,
         UnityWorkerInUseException,
@@ -113,6 +114,8 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
         self._player_environment = dict(player_environment)
         self._plans: dict[str, StepsPlan] = {}
         self._action_cache: dict[bytes, bytes] = {}
+        self._deferred = False
+        self._in_flight = False
         try:
             # file_name=None: mlagents would start the player with this process's environment;
             # _send_academy_parameters below starts it, at the same moment, with its own.
@@ -132,6 +135,43 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
         if self._process is None:
             self._process = _start_player(self._player, self._executable_args(), self._player_environment)
         return cast(UnityOutputProto, super()._send_academy_parameters(init_parameters))
+
+    def step(self) -> None:
+        """``UnityEnvironment.step``: send the actions set, wait for Unity's answer."""
+        self.begin_step()
+        self.end_step()
+
+    def begin_step(self) -> None:
+        """Send the actions set so far and return at once; ``end_step`` waits for Unity's answer.
+
+        Between the two the player computes its step: an adapter over several players sends to
+        every one before it waits for any, so their step times overlap (``rlrunner.unity.players``).
+        """
+        if self._is_first_message or not self._loaded:
+            self._deferred = True  # the first message is a reset, and errors come from step() itself
+            return
+        for name, spec in self._env_specs.items():  # fill the blanks, as UnityEnvironment.step does
+            if name not in self._env_actions:
+                agents = len(self._env_state[name][0]) if name in self._env_state else 0
+                self._env_actions[name] = spec.action_spec.empty_action(agents)
+        self._communicator.send(self._generate_step_input(self._env_actions))
+        self._in_flight = True
+
+    def end_step(self) -> None:
+        """Wait for the answer to ``begin_step`` and update the steps ``get_steps`` returns."""
+        if self._deferred:
+            self._deferred = False
+            super().step()
+            return
+        if not self._in_flight:
+            raise UnityEnvironmentException("end_step() without begin_step()")
+        self._in_flight = False
+        outputs = self._communicator.receive(self._poll_process)
+        if outputs is None:
+            raise UnityCommunicatorStoppedException("Communicator has exited.")
+        self._update_behavior_specs(outputs)
+        self._update_state(outputs.rl_output)
+        self._env_actions.clear()
 
     # The per-step protocol work of UnityEnvironment.step, without the pure-Python protobuf
     # classes (see ``rlrunner.unity.fast_path``); the message contents are the same as mlagents' own.

@@ -46,9 +46,29 @@ def basic_ppo(**changes: Any) -> dict[str, Any]:
 # --- pure ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("setting", "cpus", "expected"), [("auto", 2, 1), ("auto", 1, 1), ("auto", 8, 7), (3, 2, 3), (0, 4, 0)])
-def test_resolve_env_runners_auto_is_cpus_minus_one(setting: Any, cpus: int, expected: int) -> None:
+@pytest.mark.parametrize(("setting", "cpus", "expected"), [("auto", 2, 0), ("auto", 1, 0), ("auto", 3, 2), ("auto", 8, 7), (3, 2, 3), (0, 4, 0)])
+def test_resolve_env_runners_auto_samples_in_the_driver_up_to_2_cpus(setting: Any, cpus: int, expected: int) -> None:
     assert algorithm.resolve_env_runners(setting, cpus) == expected
+
+
+def test_resolve_env_runners_auto_in_a_cluster_is_remote() -> None:
+    assert algorithm.resolve_env_runners("auto", 2, cluster=True) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "cpus", "runners", "areas", "expected"),
+    [("auto", 2, 0, 1, 2), ("auto", 2, 1, 1, 2), ("auto", 8, 7, 1, 1), ("auto", 16, 2, 1, 8), ("auto", 2, 0, 4, 1), (3, 2, 1, 1, 3)],
+)
+def test_resolve_players_auto_is_cpus_per_sampling_process(setting: Any, cpus: int, runners: int, areas: int, expected: int) -> None:
+    assert algorithm.resolve_players(setting, cpus, runners, areas) == expected
+
+
+def test_build_algorithm_config_players_use_one_overlapped_vector_env() -> None:
+    data = basic_ppo(training={"stop": {"timesteps": 1}, "env_runners": 1, "envs_per_env_runner": 3})
+    config = algorithm.build_algorithm_config(experiment_from(data), num_cpus=2, env_config={"seed": 0})
+    assert config.num_env_runners == 1 and config.num_envs_per_env_runner == 3
+    assert config.gym_env_vectorize_mode == gym.VectorizeMode.VECTOR_ENTRY_POINT
+    assert config.env_config == {"seed": 0, "players": 3}
 
 
 def test_build_algorithm_config_maps_basic_ppo() -> None:
@@ -59,18 +79,20 @@ def test_build_algorithm_config_maps_basic_ppo() -> None:
     assert type(config).__name__ == "PPOConfig"
     assert (config.gamma, config.kl_coeff, config.lr) == (0.995, 1.0, 1e-4)
     assert (config.num_epochs, config.minibatch_size, config.train_batch_size_per_learner) == (20, 100, 500)
-    assert config.num_env_runners == 1 and config.num_envs_per_env_runner == 1
+    assert config.num_env_runners == 0 and config.num_envs_per_env_runner == 2  # auto on 2 CPUs
+    assert config.create_env_on_local_worker
     assert config.seed == 0
     assert config.restart_failed_env_runners is True
     assert config.framework_str == "torch"
     assert config.enable_rl_module_and_learner and config.enable_env_runner_and_connector_v2
     assert config.env == algorithm.ENV_NAME
-    assert config.env_config == env_config
+    assert config.env_config == {**env_config, "players": 2}
     assert env_config == {
         "environment": experiment.environment,
         "executable": "/builds/Basic.x86_64",
         "seed": 0,
         "log_dir": "/tmp/logs",
+        "players": 1,
     }
 
 

@@ -280,7 +280,8 @@ def test_killed_player_is_restarted_and_training_finishes(tmp_path: Path, sessio
             process.wait()
     lines += out.splitlines(keepends=True)
     assert process.returncode == 0, err[-3000:]
-    assert "back into service" in err  # RLlib's FaultTolerantActorManager restored the env runner
+    # A remote env runner is restored by RLlib's FaultTolerantActorManager; the driver's env is recreated in place.
+    assert "back into service" in err or "Will force reset env(s)" in err
     metrics = [v for v in (parse_metrics_line(line) for line in lines) if v]
     assert metrics[-1]["timesteps"] >= 1750
     assert "rlrunner: exported PPO policy" in "".join(lines)

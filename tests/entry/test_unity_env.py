@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from rlrunner.envs import resolve_environment
 from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
+from rlrunner.unity.players import PlayersVectorEnv
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:distutils Version classes are deprecated:DeprecationWarning:mlagents_envs\.environment"
@@ -38,7 +40,7 @@ def basic_config(**environment: Any) -> dict[str, Any]:
 def test_unity_env_config_carries_the_typed_spec() -> None:
     spec = EnvironmentSpec(name="Basic", num_areas=4)
     config = unity_env_config(spec, Path("/builds/Basic.x86_64"), seed=7, log_dir="/logs")
-    assert config == {"environment": spec, "executable": "/builds/Basic.x86_64", "seed": 7, "log_dir": "/logs"}
+    assert config == {"environment": spec, "executable": "/builds/Basic.x86_64", "seed": 7, "log_dir": "/logs", "players": 1}
     assert config["environment"] is spec
 
 
@@ -118,11 +120,12 @@ def test_env_runner_samples_gym_and_vector_env() -> None:
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    for areas, mode in ((1, "sync"), (4, "vector_entry_point")):
+    for areas, players, mode in ((1, 1, "sync"), (4, 1, "vector_entry_point"), (1, 3, "vector_entry_point")):
+        env_config = basic_config(num_areas=areas, max_episode_steps=30) | {"players": players}
         config = (
             PPOConfig()
-            .environment(make_unity_env, env_config=basic_config(num_areas=areas, max_episode_steps=30))
-            .env_runners(num_env_runners=0, num_envs_per_env_runner=areas, gym_env_vectorize_mode=mode)
+            .environment(make_unity_env, env_config=env_config)
+            .env_runners(num_env_runners=0, num_envs_per_env_runner=max(areas, players), gym_env_vectorize_mode=mode)
         )
         runner = SingleAgentEnvRunner(config=config)
         try:
@@ -195,3 +198,69 @@ def test_killed_player_gives_clear_step_error_and_close_cleans_up(
     )
     env.close()
     player_gone(pid, port)
+
+
+def players_config(players: int, **environment: Any) -> dict[str, Any]:
+    """K Basic players as RLlib's vector entry point asks for them."""
+    return basic_config(**environment) | {"players": players, "num_envs": players}
+
+
+def test_players_vector_env_steps_every_player(players_of: PlayersOf, player_gone: Callable[[int, int], None]) -> None:
+    env = make_unity_env(players_config(3, max_episode_steps=5))
+    assert isinstance(env, PlayersVectorEnv) and env.num_envs == 3
+    players = [players_of(player) for player in env.envs]
+    try:
+        assert len({port for _, port in players}) == 3
+        obs, info = env.reset(seed=1)
+        assert obs.shape == (3, 20) and info["action_mask"].shape == (3, 3)
+        actions = np.array([2, 1, 0])  # right: large goal in 7; left: small goal in 3; stay: truncated at 5
+        totals, finished = np.zeros(3), [[] for _ in range(3)]
+        ends: list[tuple[bool, bool]] = [(False, False)] * 3
+        for _ in range(16):
+            _, rewards, terminated, truncated, _ = env.step(actions)
+            totals += rewards
+            for index in np.flatnonzero(terminated | truncated):
+                finished[index].append(round(float(totals[index]), 6))
+                ends[index] = (bool(terminated[index]), bool(truncated[index]))
+                totals[index] = 0.0
+        assert finished[1][:2] == [0.07, 0.07] and finished[2][:2] == [-0.05, -0.05]
+        assert ends[1] == (True, False) and ends[2] == (False, True)
+        assert finished[0][:2] == [-0.05, -0.05]  # the 5-step limit comes before the large goal, 7 steps away
+    finally:
+        env.close()
+    for pid, port in players:
+        player_gone(pid, port)
+
+
+def test_players_vector_env_overlaps_the_players_step_times(players_of: PlayersOf, player_gone: Callable[[int, int], None]) -> None:
+    env = make_unity_env(players_config(4, parameters={"physics_ms": 40.0}))
+    assert isinstance(env, PlayersVectorEnv)
+    players = [players_of(player) for player in env.envs]
+    try:
+        env.reset()
+        start = time.perf_counter()
+        for _ in range(5):
+            env.step(np.zeros(4, dtype=np.int64))
+        per_step = (time.perf_counter() - start) / 5
+        assert 0.040 <= per_step < 0.120  # sequential exchanges would take at least 4 x 40 ms
+    finally:
+        env.close()
+    for pid, port in players:
+        player_gone(pid, port)
+
+
+def test_players_vector_env_one_failed_start_closes_the_others(tmp_path: Path) -> None:
+    from rlrunner.unity.players import open_players
+
+    opened: list[Any] = []
+
+    def open_one(index: int) -> Any:
+        if index == 1:
+            raise UnityEnvError("player 1 did not start")
+        env = make_unity_env(basic_config(base_port=7650))
+        opened.append(env)
+        return env
+
+    with pytest.raises(UnityEnvError, match="player 1 did not start"):
+        open_players(3, open_one)
+    assert len(opened) == 2 and all(env.unity_env.process is None for env in opened)

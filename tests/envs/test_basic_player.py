@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,11 @@ from mlagents_envs.side_channel.engine_configuration_channel import EngineConfig
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.side_channel_manager import SideChannelManager
 
+from rlrunner.entry.unity_env import launch_options
 from rlrunner.envs import BUNDLED_ENVIRONMENTS, resolve_environment
 from rlrunner.envs.basic import player
-from rlrunner.unity.launch import PYTHON_VARIABLE, ManagedUnityEnvironment
+from rlrunner.schema import EnvironmentSpec
+from rlrunner.unity.launch import PYTHON_VARIABLE, ManagedUnityEnvironment, launch_unity
 from rlrunner.unity.ports import reserve_port
 
 pytestmark = pytest.mark.filterwarnings(
@@ -162,3 +165,52 @@ def test_parse_args_ignores_unknown_flags() -> None:
 @pytest.mark.parametrize("name", sorted(BUNDLED_ENVIRONMENTS))
 def test_bundled_environment_is_executable(name: str) -> None:
     assert os.access(resolve_environment(name), os.X_OK)
+
+
+def test_game_physics_ms_parameter_is_a_float_in_range() -> None:
+    game = player.Game(num_areas=1)
+    player.apply_side_channel(game, _side_channel_blob(physics_ms=2.5))
+    assert game.rules.physics_ms == 2.5
+    player.apply_side_channel(game, _side_channel_blob(physics_ms=-1.0))
+    assert game.rules.physics_ms == 2.5
+
+
+def _seconds_per_step(env: ManagedUnityEnvironment, steps: int) -> float:
+    env.reset()
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.set_actions(BEHAVIOR, ActionTuple(discrete=np.array([[0]], dtype=np.int32)))
+        env.step()
+    return (time.perf_counter() - start) / steps
+
+
+@pytest.mark.parametrize(
+    ("parameters", "player_args"),
+    [({"physics_ms": 25.0}, []), ({}, ["--physics-ms", "25"])],
+    ids=["environment-parameter", "command-line"],
+)
+def test_player_physics_ms_delays_every_step(
+    parameters: dict[str, float], player_args: list[str], player_gone: Callable[[int, int], None]
+) -> None:
+    environment = EnvironmentSpec(name="Basic", base_port=7320, timeout_s=20, parameters=parameters, player_args=player_args)
+    env = launch_unity(resolve_environment("Basic"), launch_options(environment, num_areas=1, seed=0, log_dir=None))
+    assert env.process is not None
+    pid, port = env.process.pid, env.port
+    try:
+        assert _seconds_per_step(env, 8) >= 0.025
+    finally:
+        env.close()
+    player_gone(pid, port)
+
+
+def test_player_refuses_a_negative_physics_ms() -> None:
+    result = subprocess.run(
+        [str(BUNDLED_ENVIRONMENTS["Basic"]), "--mlagents-port", "7399", "--physics-ms", "-2"],
+        env={**os.environ, "RLRUNNER_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Basic.x86_64: --physics-ms: must be in [0, 1000] (got -2)"

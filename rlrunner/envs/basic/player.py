@@ -2,6 +2,12 @@
 
 It is the gRPC *client* of the real ``mlagents_envs.UnityEnvironment`` and is launched like a
 Linux build (``Basic.x86_64 --mlagents-port N -nographics -batchmode -logFile PATH``).
+
+``--physics-ms MS`` (or the environment parameter ``physics_ms``) makes every Academy step wait
+MS milliseconds before it answers, as a real Unity build spends time in physics and rendering
+between two decisions (about 2 ms at time scale 20): benchmarks then show what overlapping the
+players' step times gains. The wait is a sleep, so it holds no core, like a game waiting on its
+fixed timestep; it is off by default.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ MOVES = (0, -1, 1)  # action 0 = stay, 1 = left, 2 = right (BasicActuator)
 
 ENGINE_CHANNEL = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7").bytes_le
 PARAMETERS_CHANNEL = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400").bytes_le
-PARAMETER_NAMES = ("small_goal", "large_goal", "start_position", "max_steps")
+PARAMETER_NAMES = ("small_goal", "large_goal", "start_position", "max_steps", "physics_ms")
+MAX_PHYSICS_MS = 1000.0
 
 log = logging.getLogger("rlrunner.basic")
 
@@ -49,6 +56,7 @@ class Rules:
     large_goal: int = 17
     start_position: int = 10
     max_steps: int = 0  # Agent.MaxStep; 0 = unlimited
+    physics_ms: float = 0.0  # simulated engine time per Academy step (a sleep)
 
 
 class Game:
@@ -110,6 +118,13 @@ class Game:
         if key not in PARAMETER_NAMES:
             log.warning("environment parameter %r is not used by Basic (known: %s)", key, PARAMETER_NAMES)
             return
+        if key == "physics_ms":
+            if not 0.0 <= value <= MAX_PHYSICS_MS:
+                log.warning("environment parameter physics_ms=%s is outside [0, %g]; ignored", value, MAX_PHYSICS_MS)
+                return
+            self.rules.physics_ms = float(value)
+            log.info("environment parameter physics_ms = %s", value)
+            return
         number = int(round(value))
         if key != "max_steps" and not MIN_POSITION <= number <= MAX_POSITION:
             log.warning("environment parameter %s=%s is outside [0, 20]; ignored", key, value)
@@ -168,12 +183,13 @@ def _log_engine_configuration(payload: bytes) -> None:
 class Player:
     """The gRPC client loop: handshake, then one Exchange per Academy step."""
 
-    def __init__(self, port: int, connect_timeout_s: float) -> None:
+    def __init__(self, port: int, connect_timeout_s: float, physics_ms: float = 0.0) -> None:
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         # Raw bytes in and out: serialisation is done by ``wire``.
         self._exchange = self._channel.unary_unary(EXCHANGE_METHOD)
         self._connect_timeout_s = connect_timeout_s
         self._game: Game | None = None
+        self._physics_ms = physics_ms
         self._sent_brain = False
 
     def run(self) -> int:
@@ -203,6 +219,7 @@ class Player:
         num_areas = max(reply.num_areas, 1)
         log.info("connected: seed=%d num_areas=%d communication=%s", reply.seed, num_areas, reply.communication_version)
         self._game = Game(num_areas)
+        self._game.rules.physics_ms = self._physics_ms
         result: bytes = self._exchange(wire.HEADER_OK)
         return result
 
@@ -215,6 +232,8 @@ class Player:
             infos = game.reset()
         else:
             infos = game.step(request.actions.get(BEHAVIOR_NAME, ()))
+        if game.rules.physics_ms > 0:
+            time.sleep(game.rules.physics_ms / 1000.0)
         init = b""
         if not self._sent_brain:
             # C# sends BrainParameters once, in the first message that carries an AgentInfo.
@@ -245,6 +264,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("-nographics", action="store_true")
     parser.add_argument("-batchmode", action="store_true")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
+    parser.add_argument("--physics-ms", type=float, default=0.0)
     args, _unknown = parser.parse_known_args(list(argv))
     return args
 
@@ -271,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     watch_parent(os.getppid())
     log.info("Basic player pid=%d connecting to 127.0.0.1:%d", os.getpid(), args.mlagents_port)
-    status = Player(args.mlagents_port, args.connect_timeout).run()
+    if not 0.0 <= args.physics_ms <= MAX_PHYSICS_MS:
+        print(f"Basic.x86_64: --physics-ms: must be in [0, {MAX_PHYSICS_MS:g}] (got {args.physics_ms:g})", file=sys.stderr)
+        return 2
+    status = Player(args.mlagents_port, args.connect_timeout, args.physics_ms).run()
     log.info("exiting with status %d", status)
     return status
 
