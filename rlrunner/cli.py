@@ -87,6 +87,7 @@ def main() -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def validate(paths: Sequence[str], output: str) -> None:
     """Validate spec files (or every *.yaml in folders), every sweep point included; exit 3 if any is invalid."""
+    from rlrunner.contract.identity import run_id
     from rlrunner.loader import SpecError, load_spec
     from rlrunner.sweep import expand
 
@@ -95,7 +96,7 @@ def validate(paths: Sequence[str], output: str) -> None:
         try:
             spec, document = load_spec(path)
             points = expand(document, spec)  # a sweep is valid only if every point is
-            results.append({"path": str(path), "valid": True, "run_id": spec.run_id, "points": len(points), "problems": []})
+            results.append({"path": str(path), "valid": True, "run_id": run_id(spec), "points": len(points), "problems": []})
         except SpecError as error:
             results.append({"path": str(path), "valid": False, "problems": [str(p) for p in error.problems]})
     if not results:
@@ -149,30 +150,49 @@ def schema() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a spec value (repeatable).")
 @click.option("--local", is_flag=True, help="Run on this machine (as compute.instance_type: local does).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory (default: runs/<name>-<run_id>).")
-@click.option("--resume", is_flag=True, help="Continue the run in the run directory from its newest complete checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run from its newest complete checkpoint; raised stop criteria train longer.")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, metavar="RUN_DIR|CHECKPOINT",
+              help="Start a new run from another run's policy weights (sets training.init_from).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory (asks first on a terminal).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: launcher output goes to stderr).")
 @click.option("--wait", is_flag=True, help="SageMaker: follow the job (status, metrics) until it ends, then download its model into the run dir.")
-@click.option("--hosts", type=click.IntRange(1, 16), default=1, show_default=True, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses.")
-def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool, hosts: int) -> None:
+@click.option("--hosts", type=click.IntRange(1, 16), default=None, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses (default: compute.instance_count).")
+def run(
+    spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, init_from: Path | None, force: bool,
+    output: str, wait: bool, hosts: int | None,
+) -> None:
     """Train: locally in a run directory (--local), or as a SageMaker training job."""
+    if resume and (force or init_from):
+        fail("--resume: not with --force or --init-from (they start a new run)", EXIT_USAGE)
+    if init_from is not None:
+        overrides = [*overrides, f"training.init_from={json.dumps(str(init_from.resolve()))}"]
     experiment_spec, document = load_or_exit(spec, overrides)
     local = local or experiment_spec.compute.is_local
     if local:
         experiment_spec = experiment_spec.on_this_machine()
+        if hosts is not None and hosts != experiment_spec.compute.instance_count:  # the run id counts the hosts
+            experiment_spec = experiment_spec.model_copy(update={"compute": experiment_spec.compute.model_copy(update={"instance_count": hosts})})
+    elif hosts is not None:
+        fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
     job = plan_or_exit(spec, experiment_spec, document, local=local)
+    run_dir = chosen_run_dir(experiment_spec, job, run_dir, resume=resume, force=force)
+    invocation = {"spec_file": str(Path(spec).resolve()), "overrides": list(overrides), "local": local}
     if not local:
-        if hosts > 1:
-            fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
-        submit_to_sagemaker(job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir)
+        submit_to_sagemaker(
+            job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir, invocation=invocation
+        )
         return
     from rlrunner.backends.local import run_local
 
     stream = sys.stderr if output == "json" else sys.stdout
-    result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts)
+    result = run_local(
+        experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream,
+        hosts=experiment_spec.compute.instance_count, invocation=invocation,
+    )  # fmt: skip
     if output == "json":
         emit_json({"run_id": job.run_id, **result.to_json()})
     elif result.exit_code == 0:
-        click.echo(f"run directory {result.run_dir}")
+        click.echo(f"run {job.run_id}: run directory {result.run_dir}")
     if result.exit_code != 0:
         if output != "json":
             # The launcher already printed its one-paragraph reason; say where it is kept.
@@ -181,22 +201,38 @@ def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, 
         sys.exit(result.exit_code)
 
 
+def chosen_run_dir(spec: ExperimentSpec, job: JobPlan, run_dir: Path | None, *, resume: bool, force: bool) -> Path:
+    """--run-dir, else `runs/<name>-<run id>`; with --resume, else the run this spec trains longer;
+    with --force, the folder is emptied first (after a confirmation on a terminal)."""
+    from rlrunner.contract.identity import run_identity
+    from rlrunner.contract.run_dir import RUNS_ROOT, RunDir, default_run_dir, remove_run_dir, resumable_run
+
+    chosen = run_dir or default_run_dir(spec.name, job.run_id)
+    if resume and run_dir is None and not chosen.is_dir():
+        chosen = resumable_run(RUNS_ROOT, spec.name, run_identity(spec)) or chosen
+    if force and RunDir(chosen).in_use:
+        if sys.stdin.isatty():
+            click.confirm(f"replace the run directory {chosen} (everything in it is deleted)?", abort=True)
+        remove_run_dir(RunDir(chosen))
+    return chosen
+
+
 def submit_to_sagemaker(
-    job: JobPlan, spec: ExperimentSpec, *, run_dir: Path | None, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path(".")
+    job: JobPlan, spec: ExperimentSpec, *, run_dir: Path, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path("."),
+    invocation: dict[str, Any] | None = None,
 ) -> None:
     """Hand a non-local run to the SageMaker backend (imported only here: it needs the SDK)."""
     from rlrunner.backends import sagemaker
-    from rlrunner.contract.run_dir import default_run_dir
 
     submitted = sagemaker.submit(
-        job, spec, run_dir=run_dir or default_run_dir(spec.name, job.run_id), spec_dir=spec_dir, resume=resume, wait=wait,
-        echo=lambda line: click.echo(line, err=output == "json"),
+        job, spec, run_dir=run_dir, spec_dir=spec_dir, resume=resume, wait=wait,
+        echo=lambda line: click.echo(line, err=output == "json"), invocation=invocation,
     )
     if output == "json":
         emit_json({"run_id": job.run_id, "job_name": submitted.job_name, "run_dir": str(submitted.run_dir), "console_url": submitted.console_url,
                    "status": submitted.status, "model_dir": str(submitted.model_dir) if submitted.model_dir else None})
     elif not wait:
-        click.echo(f"training job {submitted.job_name} started: {submitted.console_url}")
+        click.echo(f"training job {submitted.job_name} started (run {job.run_id}): {submitted.console_url}")
     if wait and submitted.status != "Completed":
         reason = f": {submitted.failure_reason}" if submitted.failure_reason else ""
         fail(f"training job {submitted.job_name} {submitted.status}{reason}", EXIT_FAILED)
@@ -304,14 +340,15 @@ def status(reference: str | None, overrides: Sequence[str], download: bool, outp
     """Show SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
+    from rlrunner.contract.identity import run_id
 
     if reference and Path(reference).is_file() and Path(reference).suffix in SPEC_SUFFIXES:
         spec, _ = load_or_exit(reference, overrides)
         ctx = connect()
-        found = backend.find_jobs_by_run_id(ctx, spec.run_id)
+        found = backend.find_jobs_by_run_id(ctx, run_id(spec))
         refs = [backend.JobRef(str(job["TrainingJobName"]), None) for job in found]
         if not refs:
-            fail(f"{reference}: no training job is tagged with its run id {spec.run_id}", EXIT_FAILED)
+            fail(f"{reference}: no training job is tagged with its run id {run_id(spec)}", EXIT_FAILED)
     else:
         refs = job_refs(reference)
         ctx = connect()

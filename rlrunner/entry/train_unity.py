@@ -381,12 +381,14 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
         if newest.meta.get("spec_hash") not in (None, experiment.spec_hash):
-            log(f"warning: {newest.path.name} was written by run {newest.meta.get('run_id')}, not {experiment.run_id} (another spec)")
+            log(f"{newest.path.name} was written by run {newest.meta.get('run_id')}; continuing it as run {experiment.run_id}")
         try:
             algo.restore_from_path(str(newest.path))
         except Exception as error:
             raise RunFailedError(f"checkpoint {newest.path} cannot be restored: {_one_line(_root_cause(error))}") from None
         progress = newest.progress
+    elif training.init_from is not None:
+        start_from_weights(algo, Path(training.init_from))
     saved = newest
     started = time.monotonic() - progress.time_s
     reason = stop_reason(training.stop, progress)
@@ -411,6 +413,35 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     if saved is None:  # stopped before any iteration (a criterion already met): checkpoint the start
         saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
     return saved.path
+
+
+RL_MODULE_COMPONENT = "learner_group/learner/rl_module"
+"""Where a checkpoint of an RLlib algorithm keeps the policy networks (its RLModule)."""
+
+
+def init_checkpoint(path: Path) -> Path:
+    """The checkpoint `training.init_from` names: a checkpoint folder, or a run dir's newest complete checkpoint."""
+    from rlrunner.contract.checkpoints import read_checkpoint
+    from rlrunner.contract.sagemaker_container import OptMl
+
+    if (path / RL_MODULE_COMPONENT).is_dir():
+        return path
+    newest = CheckpointStore(OptMl(path).checkpoints, keep=1).newest()
+    if newest is None and read_checkpoint(path) is None:
+        raise InvalidSpecError(f"training.init_from: {path} is neither a checkpoint nor a run directory with a complete checkpoint")
+    return newest.path if newest is not None else path
+
+
+def start_from_weights(algo: Any, path: Path) -> None:
+    """Load another run's policy weights into the new algorithm (its optimizer and step counts start afresh)."""
+    checkpoint = init_checkpoint(path)
+    try:
+        algo.restore_from_path(str(checkpoint / RL_MODULE_COMPONENT), component=RL_MODULE_COMPONENT)
+    except Exception as error:
+        raise InvalidSpecError(
+            f"training.init_from: the weights of {checkpoint} do not fit this model: {_one_line(_root_cause(error))}"
+        ) from None
+    log(f"starting from the policy weights of {checkpoint}")
 
 
 def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:

@@ -27,6 +27,7 @@ from rlrunner.backends import local
 from rlrunner.cli import main
 from rlrunner.contract.checkpoints import CheckpointStore, read_checkpoint
 from rlrunner.contract.errors import UsageError
+from rlrunner.contract.identity import identity_hash
 from rlrunner.contract.metrics import parse_metrics_line
 from rlrunner.contract.run_dir import git_commit
 from rlrunner.contract.sagemaker_container import launcher_command
@@ -63,7 +64,7 @@ def test_prepare_run_dir_lays_out_the_opt_ml_tree(tmp_path: Path) -> None:
     assert not list(run.code.rglob("__pycache__"))
     assert json.loads((run.input_config / "hyperparameters.json").read_text()) == {"rlrunner_run_id": json.dumps(job.run_id)}
     assert json.loads((run.input_config / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
-    assert (run.root / "spec_hash").read_text() == spec.spec_hash + "\n"
+    assert (run.root / "spec_hash").read_text() == identity_hash(spec) + "\n"
     import yaml
 
     assert yaml.safe_load((run.root / "spec.yaml").read_text()) == spec.to_data()
@@ -78,7 +79,7 @@ def test_prepare_run_dir_refuses_an_existing_run_without_resume(tmp_path: Path) 
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
     with pytest.raises(UsageError) as error:
         local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
-    assert str(error.value) == f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir"
+    assert str(error.value).startswith(f"{run.root}: the run directory exists; continue it with --resume, replace it with --force")
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
 
 
@@ -88,13 +89,32 @@ def test_prepare_run_dir_resume_needs_the_same_spec(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--resume needs an existing run directory with run.json \(none here\)$"):
         local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
-    other, other_job, _ = planned(BASIC_PPO, "algorithm.hyperparameters.lr=0.001")
+    other, other_job, _ = planned(BASIC_PPO, "algorithm.hyperparameters.lr=0.001", "training.stop.timesteps=20000", "training.seed=3")
     with pytest.raises(UsageError) as error:
         local.prepare_run_dir(run, other, other_job, spec_dir=spec_dir, resume=True)
     assert str(error.value) == (
-        f"{run.root}: --resume: the run was started from another spec (spec_hash {spec.spec_hash[:10]}, this spec "
-        f"{other.spec_hash[:10]}); resume with the same spec or use a new --run-dir"
+        f"{run.root}: --resume: the spec differs from the run's in algorithm.hyperparameters.lr 0.0001 -> 0.001, "
+        "training.seed 0 -> 3; only raised stop criteria (training.stop.*) may change; start a new run (another --run-dir, or --force)"
     )
+    lower, lower_job, _ = planned(BASIC_PPO, "training.stop.timesteps=5000")
+    with pytest.raises(UsageError, match=r"in training.stop.timesteps 10000 -> 5000; only raised"):
+        local.prepare_run_dir(run, lower, lower_job, spec_dir=spec_dir, resume=True)
+
+
+def test_prepare_run_dir_resume_accepts_a_raised_stop_criterion(tmp_path: Path) -> None:
+    spec, job, spec_dir = planned(BASIC_PPO)
+    run = local.RunDir(tmp_path / "run")
+    local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False, invocation={"overrides": []})
+    longer, longer_job, _ = planned(BASIC_PPO, "training.stop.timesteps=20000", "deploy.instance_type=ml.m5.large")
+    record = local.prepare_run_dir(run, longer, longer_job, spec_dir=spec_dir, resume=True, invocation={"overrides": ["x"]})
+    assert record["run_id"] == longer_job.run_id != job.run_id
+    assert record["resume_changes"] == {"training.stop.timesteps": [10000, 20000]}
+    assert record["continued"] == [{"from_run_id": job.run_id, "changes": {"training.stop.timesteps": [10000, 20000]}}]
+    assert record["overrides"] == ["x"] and record["identity"]["training"]["stop"]["timesteps"] == 20000
+    import yaml
+
+    assert yaml.safe_load((run.root / "spec.yaml").read_text())["training"]["stop"]["timesteps"] == 20000
+    assert local.prepare_run_dir(run, longer, longer_job, spec_dir=spec_dir, resume=True)["resume_changes"] == {}
 
 
 def test_container_environment_is_the_plan_plus_the_toolkit_variables(tmp_path: Path) -> None:
@@ -160,7 +180,7 @@ def test_cli_run_non_local_hands_over_to_the_sagemaker_backend(monkeypatch: pyte
     monkeypatch.setattr(sagemaker, "submit", fake_submit)
     result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--run-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.output == "training job basic-ppo-2026 started: https://console/x\n"
+    assert result.output == f"training job basic-ppo-2026 started (run {calls[0]['job'].run_id}): https://console/x\n"
     assert calls[0]["job"].estimator["instance_type"] == "ml.c5.2xlarge"
     assert calls[0]["run_dir"] == tmp_path and calls[0]["resume"] is False
 
@@ -175,7 +195,12 @@ def test_cli_run_existing_run_dir_needs_resume(tmp_path: Path) -> None:
     (tmp_path / "leftover").write_text("x")
     result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--local", "--run-dir", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.output == f"{tmp_path}: the run directory exists; continue it with --resume, or pick another with --run-dir\n"
+    assert result.output == (
+        f"{tmp_path}: the run directory exists; continue it with --resume, replace it with --force, or pick another with --run-dir\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--local", "--run-dir", str(tmp_path), "--force"])
+    assert result.exit_code == 2
+    assert result.output == f"{tmp_path}: --force: not a run directory (no spec.yaml, run.json or job.json); remove it yourself\n"
 
 
 # --- end to end --------------------------------------------------------------------------------

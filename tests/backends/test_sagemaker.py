@@ -23,6 +23,7 @@ from rlrunner.cli import main
 from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER
 from rlrunner.contract.errors import UsageError
 from rlrunner.contract.experiment_env import MAX_VALUE_CHARS, decode_experiment_env
+from rlrunner.contract.identity import identity_hash, run_id
 from rlrunner.loader import load_spec
 from rlrunner.runner import JobPlan, plan
 from rlrunner.schema import ExperimentSpec
@@ -129,7 +130,7 @@ def test_submit_request_carries_the_plan(aws_env: AwsTestEnv, capture: Capture, 
     assert json.loads(hyperparameters["sagemaker_program"]) == "train_unity.py"
     assert json.loads(hyperparameters["sagemaker_submit_directory"]).endswith(f"{submitted.job_name}/source/sourcedir.tar.gz")
     tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
-    assert tags["rlrunner:run-id"] == job.run_id and tags["rlrunner:spec-hash"] == spec.spec_hash
+    assert tags["rlrunner:run-id"] == job.run_id and tags["rlrunner:spec-hash"] == identity_hash(spec)
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
     if spec.compute.spot:
         assert tags["team"] == "rl"
@@ -433,7 +434,7 @@ def test_sweep_backend_runs_a_point_as_a_job_and_then_skips_it(aws_env: AwsTestE
     result = launch(point)
 
     assert (result.status, result.mean_return, result.message) == ("finished", 0.9, "")
-    assert result.run_dir == str(runs / f"basic-ppo-{spec.run_id}")
+    assert result.run_dir == str(runs / f"basic-ppo-{run_id(spec)}")
     skipped = finished(point)
     assert skipped is not None and skipped.status == "skipped"
 
