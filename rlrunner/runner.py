@@ -22,6 +22,7 @@ from rlrunner.contract.sagemaker_container import (
     ENTRY_POINT,
     ENTRY_SOURCE_DIR,
     RUN_ID_VAR,
+    TENSORBOARD_LOCAL_PATH,
     TRAIN_CHANNEL,
     binary_in_container,
 )
@@ -133,6 +134,8 @@ def render_estimator_kwargs(
         "environment": dict(environment),
         "checkpoint_s3_uri": compute.checkpoint_s3_uri,
         "checkpoint_local_path": CHECKPOINT_LOCAL_PATH,
+        # the S3 side is <output_path>/<job name>/tensorboard, known at submission
+        "tensorboard_output_config": {"container_local_output_path": TENSORBOARD_LOCAL_PATH, "s3_output_path": None},
         "use_spot_instances": compute.spot is not None,
         "max_run": compute.max_run,
         "max_wait": compute.spot.max_wait if compute.spot else None,

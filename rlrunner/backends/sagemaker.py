@@ -124,6 +124,9 @@ def resolve_estimator_kwargs(
     kwargs["role"] = role
     kwargs["image_uri"] = image_uri
     kwargs["output_path"] = planned.get("output_path") or f"s3://{bucket}/"
+    if planned.get("tensorboard_output_config"):
+        s3 = f"{str(kwargs['output_path']).rstrip('/')}/{job_name}/tensorboard"
+        kwargs["tensorboard_output_config"] = {**planned["tensorboard_output_config"], "s3_output_path": s3}
     if planned.get("use_spot_instances") and not planned.get("checkpoint_s3_uri"):
         kwargs["checkpoint_s3_uri"] = f"s3://{bucket}/{CHECKPOINT_PREFIX}/{job_name}/"
     environment = dict(planned.get("environment") or {})
@@ -329,7 +332,15 @@ def submit(
     if checkpoint:
         kwargs["checkpoint_s3_uri"] = checkpoint
         echo(f"resuming from the checkpoints in {checkpoint}")
-    factory = estimator_factory or aws.import_sagemaker().rl.RLEstimator
+    if estimator_factory is None:
+        sdk = aws.import_sagemaker()
+        factory: Callable[..., Any] = sdk.rl.RLEstimator
+        if kwargs.get("tensorboard_output_config"):
+            from sagemaker.debugger.debugger import TensorBoardOutputConfig
+
+            kwargs["tensorboard_output_config"] = TensorBoardOutputConfig(**kwargs["tensorboard_output_config"])
+    else:
+        factory = estimator_factory
     try:
         estimator = factory(sagemaker_session=ctx.sagemaker_session(bucket), **kwargs)
     except (TypeError, ValueError) as error:

@@ -36,6 +36,9 @@ ENTRY_SOURCE_DIR = Path(__file__).resolve().parent.parent / "entry" / "sagemaker
 DEFAULT_IMAGE = f"rlrunner:{__version__}"
 """The image's local tag; a bare `name:tag` names the repository in the account's ECR."""
 FAILURE_FILE = "failure"
+TENSORBOARD_DIR = "tensorboard"
+"""Under the output dir: `/opt/ml/output/tensorboard`, SageMaker's default local path of TensorBoardOutputConfig."""
+TENSORBOARD_LOCAL_PATH = str(OPT_ML / "output" / TENSORBOARD_DIR)
 DEFAULT_HOST = "algo-1"
 RUN_ID_VAR = "RLRUNNER_RUN_ID"
 LOG_LEVEL_VAR = "RLRUNNER_LOG_LEVEL"
@@ -75,6 +78,11 @@ class OptMl:
     def output_data(self) -> Path:
         """SM_OUTPUT_DATA_DIR: player logs, cluster records; uploaded as output.tar.gz."""
         return self.output / "data"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, synced to S3 while a job runs (the estimator's TensorBoardOutputConfig)."""
+        return self.output / TENSORBOARD_DIR
 
     @property
     def checkpoints(self) -> Path:

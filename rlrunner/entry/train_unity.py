@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import stat
@@ -46,8 +47,8 @@ from rlrunner.contract.errors import (
     RunFailedError,
 )
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
-from rlrunner.contract.metrics import format_metrics_line
-from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env, resolve_player_path
+from rlrunner.contract.metrics import TENSORBOARD_TAGS, format_metrics_line
+from rlrunner.contract.sagemaker_container import TENSORBOARD_DIR, ContainerEnv, read_container_env, resolve_player_path
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
@@ -270,25 +271,75 @@ def stop_reason(stop: StopSpec, progress: Progress) -> str | None:
     return None
 
 
+LEARNER_STATISTICS = {
+    "policy_loss": "policy_loss",
+    "vf_loss": "vf_loss",
+    "qf_loss": "qf_loss",
+    "total_loss": "total_loss",
+    "entropy": "entropy",
+    "kl": "mean_kl_loss",
+    "vf_explained_var": "vf_explained_var",
+    "lr": "default_optimizer_learning_rate",
+}
+"""Metric name: the key of RLlib's per-module learner results (averaged over the modules that report it)."""
+
+
 def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str, float | int | None]:
-    """The values of one metrics line from an RLlib result."""
+    """The values of one metrics line from an RLlib result: episodes, learner statistics, throughput, timers."""
     runners = result.get("env_runners", {}) or {}
-    return {
+    modules = [stats for name, stats in (result.get("learners") or {}).items() if name != "__all_modules__" and isinstance(stats, Mapping)]
+    timers = result.get("timers") or {}
+    seconds = _float(result.get("time_this_iter_s"))
+    env_steps = _float(runners.get("num_env_steps_sampled"))
+    agent_steps = runners.get("num_agent_steps_sampled")
+    agent_steps = _float(sum(agent_steps.values()) if isinstance(agent_steps, Mapping) else agent_steps)
+    values: dict[str, float | int | None] = {
         "iteration": progress.iteration,
         "timesteps": progress.timesteps,
         "episode_return_mean": _float(runners.get("episode_return_mean")),
         "episode_return_max": _float(runners.get("episode_return_max")),
         "episode_return_min": _float(runners.get("episode_return_min")),
         "episode_len_mean": _float(runners.get("episode_len_mean")),
-        "time_s": round(progress.time_s, 3),
+        "episodes": _float(runners.get("num_episodes")),
     }
+    for name, key in LEARNER_STATISTICS.items():
+        found = [value for value in (_float(stats.get(key)) for stats in modules) if value is not None]
+        values[name] = sum(found) / len(found) if found else None
+    values["env_steps_per_s"] = env_steps / seconds if env_steps is not None and seconds else None
+    values["agent_steps_per_s"] = agent_steps / seconds if agent_steps is not None and seconds else None
+    values["sample_time_s"] = _float(timers.get("env_runner_sampling_timer"))
+    values["learn_time_s"] = _float(timers.get("learner_update_timer"))
+    values["iteration_time_s"] = seconds
+    values["time_s"] = round(progress.time_s, 3)
+    return values
 
 
 def _float(value: Any) -> float | None:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def tensorboard_writer(env: ContainerEnv, resumed_at: int) -> Any:
+    """tensorboardX's writer into `<opt_ml>/output/tensorboard` (SageMaker syncs that folder to S3 while the job runs).
+
+    A resumed run drops the events past its checkpoint (`purge_step`), so that curves do not fold back.
+    """
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(env.output_dir / TENSORBOARD_DIR), purge_step=resumed_at + 1 if resumed_at else None)
+
+
+def write_tensorboard(writer: Any, values: Mapping[str, float | int | None]) -> None:
+    """One iteration's statistics as TensorBoard scalars over environment steps."""
+    step = int(values.get("timesteps") or 0)
+    for name, tag in TENSORBOARD_TAGS.items():
+        value = values.get(name)
+        if value is not None:
+            writer.add_scalar(tag, value, global_step=step)
+    writer.flush()
 
 
 def log(message: str) -> None:
@@ -392,23 +443,29 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     saved = newest
     started = time.monotonic() - progress.time_s
     reason = stop_reason(training.stop, progress)
-    while reason is None:
-        try:
-            result = algo.train()
-        except Exception as error:
-            raise RunFailedError(f"training failed in iteration {progress.iteration + 1}: {_one_line(_root_cause(error))}") from None
-        progress = Progress(
-            iteration=int(algo.iteration),
-            timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
-            time_s=time.monotonic() - started,
-            episode_return_mean=_float((result.get("env_runners") or {}).get("episode_return_mean")),
-        )
-        print(format_metrics_line(iteration_metrics(result, progress)), flush=True)
-        reason = stop_reason(training.stop, progress)
-        if reason is not None or progress.iteration % training.checkpoint_frequency == 0:
-            before = time.monotonic()
-            saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
-            log(f"checkpoint {saved.path.name} ({time.monotonic() - before:.2f} s)")
+    writer = tensorboard_writer(env, progress.timesteps)
+    try:
+        while reason is None:
+            try:
+                result = algo.train()
+            except Exception as error:
+                raise RunFailedError(f"training failed in iteration {progress.iteration + 1}: {_one_line(_root_cause(error))}") from None
+            progress = Progress(
+                iteration=int(algo.iteration),
+                timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
+                time_s=time.monotonic() - started,
+                episode_return_mean=_float((result.get("env_runners") or {}).get("episode_return_mean")),
+            )
+            values = iteration_metrics(result, progress)
+            print(format_metrics_line(values), flush=True)
+            write_tensorboard(writer, values)
+            reason = stop_reason(training.stop, progress)
+            if reason is not None or progress.iteration % training.checkpoint_frequency == 0:
+                before = time.monotonic()
+                saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
+                log(f"checkpoint {saved.path.name} ({time.monotonic() - before:.2f} s)")
+    finally:
+        writer.close()
     log(f"stopped: {reason}")
     if saved is None:  # stopped before any iteration (a criterion already met): checkpoint the start
         saved = store.save(progress, lambda folder: algo.save_to_path(str(folder)), meta=meta)
