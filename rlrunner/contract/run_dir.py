@@ -139,14 +139,17 @@ def check_run_dir(run: RunDir, identity: Mapping[str, Any], *, resume: bool, rec
 
 
 def resumable_run(runs_root: Path, name: str, identity: Mapping[str, Any]) -> Path | None:
-    """The newest run dir of experiment `name` under `runs_root` that this identity continues (the same one, or stop criteria raised)."""
-    found: list[tuple[str, Path]] = []
+    """The run dir `--resume` continues when its own does not exist: the newest run of experiment `name` under
+    `runs_root` that this identity continues (the same, or stop criteria raised), else the newest run of `name`
+    (whose check then lists what differs), else None."""
+    found: list[tuple[bool, str, Path]] = []
     for folder in sorted(runs_root.glob(f"{name}-*")) if runs_root.is_dir() else []:
         record = read_json(folder / RUN_FILE) or read_json(folder / JOB_FILE) or {}
         recorded = record.get("identity")
-        if record.get("name") == name and isinstance(recorded, dict) and trains_longer(identity_changes(recorded, identity)):
-            found.append((str(record.get("started") or record.get("submitted_at") or ""), folder))
-    return max(found)[1] if found else None
+        if record.get("name") == name and isinstance(recorded, dict):
+            longer = trains_longer(identity_changes(recorded, identity))
+            found.append((longer, str(record.get("started") or record.get("submitted_at") or ""), folder))
+    return max(found)[2] if found else None
 
 
 def remove_run_dir(run: RunDir) -> None:

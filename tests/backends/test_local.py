@@ -27,8 +27,8 @@ from rlrunner.backends import local
 from rlrunner.cli import main
 from rlrunner.contract.checkpoints import CheckpointStore, read_checkpoint
 from rlrunner.contract.errors import UsageError
-from rlrunner.contract.identity import identity_hash
-from rlrunner.contract.metrics import parse_metrics_line
+from rlrunner.contract.identity import identity_hash, run_id
+from rlrunner.contract.metrics import TENSORBOARD_TAGS, parse_metrics_line
 from rlrunner.contract.run_dir import git_commit
 from rlrunner.contract.sagemaker_container import launcher_command
 from rlrunner.loader import load_spec
@@ -266,6 +266,20 @@ def test_run_local_trains_basic_end_to_end(tmp_path: Path, sessions: list[int]) 
     assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["exit_code"] == 0 and record["first_iteration_s"] > 0 and record["metrics"]["timesteps"] == 1000
+    assert record["run_id"] == job.run_id and run_dir.joinpath("spec_hash").read_text().startswith(job.run_id)
+
+    # the learner statistics: in every metrics line and in TensorBoard's event files, read with TensorBoard's reader
+    expected = [name for name in TENSORBOARD_TAGS if name != "qf_loss"]  # PPO has no Q function
+    assert all(name in rows[-1] for name in expected), sorted(set(expected) - set(rows[-1]))
+    assert rows[-1]["lr"] == pytest.approx(1e-4) and rows[-1]["env_steps_per_s"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "output" / "tensorboard"))
+    events.Reload()
+    for name in expected:
+        scalars = events.Scalars(TENSORBOARD_TAGS[name])
+        assert [s.step for s in scalars] == [250, 500, 750, 1000], name
+    assert events.Scalars("episode/return_mean")[-1].value == pytest.approx(rows[-1]["episode_return_mean"], rel=1e-5)
     assert not (run_dir / "output" / "failure").exists()
     assert not run_processes(sessions=[record["launcher_pid"]])
 
@@ -346,3 +360,57 @@ def test_ctrl_c_stops_the_launcher_ray_and_the_players(tmp_path: Path, sessions:
     assert "interrupted; stopping the launcher, Ray and the players" in out
     assert not run_processes(sessions=[victim, process.pid], roots=[victim])
     assert (run_dir / "output" / "failure").read_text() == "interrupted by SIGTERM\n"
+
+
+def test_resume_trains_longer_and_init_from_starts_from_another_runs_weights(runs: Path, sessions: list[int]) -> None:
+    """`run --local`, then `--resume` with a raised timesteps (same run dir, found by its identity), then `--init-from`."""
+    quick = [a for o in QUICK_TRAINING for a in ("--set", o)]
+    args = ("run", str(BASIC_PPO), "--local", *quick, "--set", "training.checkpoint_frequency=2")
+
+    def cli(*extra: str) -> tuple[int, str]:
+        process = subprocess.Popen(
+            rlrunner_cli(*args, *extra), cwd=runs.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        sessions.append(process.pid)
+        out, _ = process.communicate(timeout=300)
+        return process.returncode, out
+
+    code, out = cli("--set", "training.stop.timesteps=500")
+    assert code == 0, out[-3000:]
+    spec, _ = load_spec(BASIC_PPO, [*QUICK_TRAINING, "training.checkpoint_frequency=2", "training.stop.timesteps=500"])
+    first = runs / f"basic-ppo-{run_id(spec)}"
+    shown = Path("runs") / first.name  # as the command line names it, relative to the working folder
+    assert f"run {run_id(spec)}: run directory {shown}" in out
+    assert [p.name for p in runs.iterdir()] == [first.name]
+
+    code, out = cli("--set", "training.stop.timesteps=1000", "--set", "training.seed=1", "--resume")
+    assert code == 2 and "--resume: the spec differs from the run's in training.seed 0 -> 1; only raised stop criteria" in out
+
+    code, out = cli("--set", "training.stop.timesteps=1000", "--set", "deploy.instance_type=ml.m5.large", "--resume")
+    assert code == 0, out[-3000:]
+    longer, _ = load_spec(BASIC_PPO, [*QUICK_TRAINING, "training.checkpoint_frequency=2", "training.stop.timesteps=1000"])
+    assert f"continuing run {run_id(spec)} in {shown} as run {run_id(longer)}: training.stop.timesteps 500 -> 1000" in out
+    assert "resuming from" in out and "(iteration 2, timesteps 500)" in out
+    rows = metrics_rows(first)
+    assert [r["timesteps"] for r in rows] == [250, 500, 750, 1000]
+    record = json.loads((first / "run.json").read_text())
+    assert record["run_id"] == run_id(longer) and record["continued"][0]["from_run_id"] == run_id(spec)
+    assert "training.stop.timesteps=1000" in record["overrides"] and record["local"] is True
+
+    code, out = cli("--set", "training.stop.iterations=1", "--set", "training.stop.timesteps=1000", "--init-from", str(first))
+    assert code == 0, out[-3000:]
+    started = next(p for p in runs.iterdir() if p != first)
+    assert f"starting from the policy weights of {first / 'checkpoints' / 'checkpoint_000004'}" in out
+    assert [r["timesteps"] for r in metrics_rows(started)] == [250]  # a new run: step 0, one iteration
+    assert json.loads((started / "run.json").read_text())["identity"]["training"]["init_from"] == str(first)
+
+    # the weights it started from are the other run's: one iteration of Adam steps (4 of lr 1e-4) away; a fresh network is ~0.1 away
+    import torch
+
+    from rlrunner.entry.export import load_rl_module
+
+    def weights(checkpoint: Path) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in load_rl_module(checkpoint).parameters()])
+
+    source = weights(first / "checkpoints" / "checkpoint_000004")
+    assert (weights(started / "checkpoints" / "checkpoint_000001") - source).abs().max() < 0.01

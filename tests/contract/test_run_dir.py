@@ -74,7 +74,11 @@ def test_check_run_dir_refuses_a_used_dir_without_resume_and_a_resume_of_another
     named = RunDir(tmp_path / "basic-0123456789")
     update_record(named.file(RUN_FILE), identity=identity, name="basic", started="2026-12-02T00:00:00+00:00")
     assert resumable_run(tmp_path, "basic", longer) == named.root
-    assert resumable_run(tmp_path, "basic", {"training": {"stop": {"timesteps": 3000}, "seed": 1}}) is None
+    other = RunDir(tmp_path / "basic-9876543210")
+    update_record(other.file(RUN_FILE), identity={"training": {"seed": 5}}, name="basic", started="2026-12-02T01:00:00+00:00")
+    assert resumable_run(tmp_path, "basic", longer) == named.root  # the one it continues, though older
+    assert resumable_run(tmp_path, "basic", {"training": {"seed": 7}}) == other.root  # none: the newest, to list what differs
+    assert resumable_run(tmp_path, "other", longer) is None
 
 
 def test_remove_run_dir_refuses_a_folder_that_is_not_a_run_dir(tmp_path: Path) -> None:
