@@ -318,6 +318,63 @@ def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, ac
     run_server(options)
 
 
+# --- runs: list and compare run directories -----------------------------------------------------------------
+
+
+@main.command("runs")
+@click.option("--runs-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Where the runs are.")
+@click.option("--name", default=None, help="Only runs whose experiment name contains this (or matches this glob).")
+@click.option("--status", type=click.Choice(["running", "finished", "failed", "interrupted", "submitted", "unknown"]), default=None, help="Only runs in this state.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def runs_command(runs_root: Path, name: str | None, status: str | None, output: str) -> None:
+    """List the local and SageMaker runs under runs/: id, name, status, backend, steps, greedy evaluation, wall time, start."""
+    from rlrunner.runs import list_runs
+
+    rows = list_runs(runs_root, name=name, status=status)
+    if output == "json":
+        emit_json(rows)
+        return
+    click.echo(f"{'run id':<10}  {'name':<24}  {'status':<11}  {'backend':<9}  {'steps':>8}  {'eval':>7}  {'wall':>7}  started")
+    for row in rows:
+        steps = "-" if row["steps"] is None else str(row["steps"])
+        evaluation = "-" if row["evaluation"] is None else f"{row['evaluation']:.3f}"
+        wall = "-" if row["wall_s"] is None else f"{row['wall_s']:.0f} s"
+        click.echo(
+            f"{row['run_id']:<10}  {str(row['name']):<24}  {row['status']:<11}  {row['backend']:<9}  {steps:>8}  {evaluation:>7}  {wall:>7}  {row['started'] or '-'}"
+        )
+    click.echo(f"{len(rows)} runs under {runs_root}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="RUN_DIR...")
+@click.option("--picture", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where the learning curves go (default: runs/comparisons/<run ids>.png).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def compare(run_dirs: Sequence[Path], picture: Path | None, output: str) -> None:
+    """Compare runs: final metrics, the spec fields that differ, and one picture of their learning curves (seeds grouped)."""
+    from rlrunner.runs import Run, comparison, curve_series, plot_comparison
+
+    runs = [Run.read(path) for path in run_dirs]
+    result = comparison(runs)
+    series = curve_series(runs)
+    path = picture or Path("runs") / "comparisons" / f"{'-'.join(run.run_id for run in runs)[:120]}.png"
+    result["picture"] = str(plot_comparison(series, path))
+    result["series"] = [{key: line[key] for key in ("label", "run_ids")} for line in series]
+    if output == "json":
+        emit_json(result)
+        return
+    fields = result["differing_fields"]
+    click.echo(f"{'run id':<10}  {'status':<11}  {'steps':>8}  {'return':>7}  {'eval':>7}  " + "  ".join(fields))
+    for row in result["runs"]:
+        steps = "-" if row["steps"] is None else str(row["steps"])
+        ret = "-" if row["episode_return_mean"] is None else f"{row['episode_return_mean']:.3f}"
+        evaluation = "-" if row["evaluation"] is None else f"{row['evaluation']:.3f}"
+        values = "  ".join(json.dumps(row["values"][field]) for field in fields)
+        click.echo(f"{row['run_id']:<10}  {row['status']:<11}  {steps:>8}  {ret:>7}  {evaluation:>7}  {values}")
+    if not fields:
+        click.echo("the runs' specs do not differ in anything that changes a result")
+    click.echo(f"learning curves: {result['picture']}")
+
+
 # --- SageMaker jobs: status, logs, stop, download, image ------------------------------------------------
 
 

@@ -55,18 +55,19 @@ def run_id(spec: ExperimentSpec) -> str:
     return identity_hash(spec)[:RUN_ID_LENGTH]
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as {dotted path: value}."""
     if isinstance(data, Mapping) and data:
         flat: dict[str, Any] = {}
         for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return flat
     return {prefix: data}
 
 
 def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted paths whose values differ between two identities: {path: (old, new)} (None: not set)."""
-    before, after = _flatten(old), _flatten(new)
+    before, after = flatten(old), flatten(new)
     return {path: (before.get(path), after.get(path)) for path in sorted(before.keys() | after.keys()) if before.get(path) != after.get(path)}
 
 

@@ -414,3 +414,15 @@ def test_resume_trains_longer_and_init_from_starts_from_another_runs_weights(run
 
     source = weights(first / "checkpoints" / "checkpoint_000004")
     assert (weights(started / "checkpoints" / "checkpoint_000001") - source).abs().max() < 0.01
+
+    # `rlrunner runs` and `rlrunner compare` on these real run directories
+    listed = {row["run_dir"]: row for row in json.loads(CliRunner().invoke(main, ["runs", "--runs-root", str(runs), "--output", "json"]).stdout)}
+    assert (listed[str(first)]["status"], listed[str(first)]["steps"], listed[str(first)]["run_id"]) == ("finished", 1000, run_id(longer))
+    assert listed[str(started)]["steps"] == 250 and listed[str(first)]["evaluation"] is not None
+    picture = runs.parent / "compare.png"
+    compared = CliRunner().invoke(main, ["compare", str(first), str(started), "--picture", str(picture), "--output", "json"])
+    assert compared.exit_code == 0, compared.output
+    data = json.loads(compared.stdout)
+    assert data["differing_fields"] == ["training.init_from", "training.stop.iterations"]
+    assert [row["steps"] for row in data["runs"]] == [1000, 250] and picture.read_bytes()[:4] == b"\x89PNG"
+    assert [s["run_ids"] for s in data["series"]] == [[run_id(longer)], [listed[str(started)]["run_id"]]]
