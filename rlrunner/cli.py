@@ -88,6 +88,7 @@ def main() -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def validate(paths: Sequence[str], output: str) -> None:
     """Validate spec files (or every *.yaml in folders), every sweep point included; exit 3 if any is invalid."""
+    from rlrunner.contract.identity import run_id
     from rlrunner.loader import SpecError, load_spec
     from rlrunner.sweep import expand
 
@@ -96,7 +97,7 @@ def validate(paths: Sequence[str], output: str) -> None:
         try:
             spec, document = load_spec(path)
             points = expand(document, spec)  # a sweep is valid only if every point is
-            results.append({"path": str(path), "valid": True, "run_id": spec.run_id, "points": len(points), "problems": []})
+            results.append({"path": str(path), "valid": True, "run_id": run_id(spec), "points": len(points), "problems": []})
         except SpecError as error:
             results.append({"path": str(path), "valid": False, "problems": [str(p) for p in error.problems]})
     if not results:
@@ -150,33 +151,53 @@ def schema() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a spec value (repeatable).")
 @click.option("--local", is_flag=True, help="Run on this machine (as compute.instance_type: local does).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory (default: runs/<name>-<run_id>).")
-@click.option("--resume", is_flag=True, help="Continue the run in the run directory from its newest complete checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run from its newest complete checkpoint; raised stop criteria train longer.")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, metavar="RUN_DIR|CHECKPOINT",
+              help="Start a new run from another run's policy weights (sets training.init_from).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory (asks first on a terminal).")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: launcher output goes to stderr).")
 @click.option("--wait", is_flag=True, help="SageMaker: follow the job (status, metrics) until it ends, then download its model into the run dir.")
-@click.option("--hosts", type=click.IntRange(1, 16), default=1, show_default=True, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses.")
+@click.option("--hosts", type=click.IntRange(1, 16), default=None, help="Local runs: emulate this many instances, one Ray cluster on loopback addresses (default: compute.instance_count).")
 @click.option("--image", default=None, metavar="TAG", help="Local runs: run the launcher in this image (`rlrunner image build`), as SageMaker does.")
-def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, output: str, wait: bool, hosts: int, image: str | None) -> None:
+def run(
+    spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, resume: bool, init_from: Path | None, force: bool,
+    output: str, wait: bool, hosts: int | None, image: str | None,
+) -> None:
     """Train: locally in a run directory (--local), or as a SageMaker training job."""
+    if resume and (force or init_from):
+        fail("--resume: not with --force or --init-from (they start a new run)", EXIT_USAGE)
+    if init_from is not None:
+        overrides = [*overrides, f"training.init_from={json.dumps(str(init_from.resolve()))}"]
     experiment_spec, document = load_or_exit(spec, overrides)
     local = local or experiment_spec.compute.is_local
     if local:
         experiment_spec = experiment_spec.on_this_machine()
+        if hosts is not None and hosts != experiment_spec.compute.instance_count:  # the run id counts the hosts
+            experiment_spec = experiment_spec.model_copy(update={"compute": experiment_spec.compute.model_copy(update={"instance_count": hosts})})
+    elif hosts is not None:
+        fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
     job = plan_or_exit(spec, experiment_spec, document, local=local)
+    run_dir = chosen_run_dir(experiment_spec, job, run_dir, resume=resume, force=force)
+    invocation = {"spec_file": str(Path(spec).resolve()), "overrides": list(overrides), "local": local}
     if not local:
-        if hosts > 1:
-            fail("--hosts: only with a local run (on SageMaker, compute.instance_count sets the hosts)", EXIT_USAGE)
         if image:
             fail("--image: only with a local run (on SageMaker, compute.image names the image)", EXIT_USAGE)
-        submit_to_sagemaker(job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir)
+        submit_to_sagemaker(
+            job, experiment_spec, run_dir=run_dir, resume=resume, output=output, wait=wait, spec_dir=document.base_dir, invocation=invocation
+        )
         return
     from rlrunner.backends.local import run_local
 
     stream = sys.stderr if output == "json" else sys.stdout
-    result = run_local(experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream, hosts=hosts, image=image)
+    hosts = experiment_spec.compute.instance_count
+    result = run_local(
+        experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, resume=resume, stream=stream,
+        hosts=hosts, image=image, invocation=invocation,
+    )  # fmt: skip
     if output == "json":
         emit_json({"run_id": job.run_id, **result.to_json()})
     elif result.exit_code == 0:
-        click.echo(f"run directory {result.run_dir}")
+        click.echo(f"run {job.run_id}: run directory {result.run_dir}")
     if result.status == "stopped":
         again = ["rlrunner", "run", spec, "--local", "--run-dir", str(result.run_dir), *[a for o in overrides for a in ("--set", o)]]
         again += [*(["--hosts", str(hosts)] if hosts > 1 else []), "--resume"]
@@ -191,22 +212,38 @@ def run(spec: str, overrides: Sequence[str], local: bool, run_dir: Path | None, 
         sys.exit(result.exit_code)
 
 
+def chosen_run_dir(spec: ExperimentSpec, job: JobPlan, run_dir: Path | None, *, resume: bool, force: bool) -> Path:
+    """--run-dir, else `runs/<name>-<run id>`; with --resume, else the run this spec trains longer;
+    with --force, the folder is emptied first (after a confirmation on a terminal)."""
+    from rlrunner.contract.identity import run_identity
+    from rlrunner.contract.run_dir import RUNS_ROOT, RunDir, default_run_dir, remove_run_dir, resumable_run
+
+    chosen = run_dir or default_run_dir(spec.name, job.run_id)
+    if resume and run_dir is None and not chosen.is_dir():
+        chosen = resumable_run(RUNS_ROOT, spec.name, run_identity(spec)) or chosen
+    if force and RunDir(chosen).in_use:
+        if sys.stdin.isatty():
+            click.confirm(f"replace the run directory {chosen} (everything in it is deleted)?", abort=True)
+        remove_run_dir(RunDir(chosen))
+    return chosen
+
+
 def submit_to_sagemaker(
-    job: JobPlan, spec: ExperimentSpec, *, run_dir: Path | None, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path(".")
+    job: JobPlan, spec: ExperimentSpec, *, run_dir: Path, resume: bool, output: str, wait: bool = False, spec_dir: Path = Path("."),
+    invocation: dict[str, Any] | None = None,
 ) -> None:
     """Hand a non-local run to the SageMaker backend (imported only here: it needs the SDK)."""
     from rlrunner.backends import sagemaker
-    from rlrunner.contract.run_dir import default_run_dir
 
     submitted = sagemaker.submit(
-        job, spec, run_dir=run_dir or default_run_dir(spec.name, job.run_id), spec_dir=spec_dir, resume=resume, wait=wait,
-        echo=lambda line: click.echo(line, err=output == "json"),
+        job, spec, run_dir=run_dir, spec_dir=spec_dir, resume=resume, wait=wait,
+        echo=lambda line: click.echo(line, err=output == "json"), invocation=invocation,
     )
     if output == "json":
         emit_json({"run_id": job.run_id, "job_name": submitted.job_name, "run_dir": str(submitted.run_dir), "console_url": submitted.console_url,
                    "status": submitted.status, "model_dir": str(submitted.model_dir) if submitted.model_dir else None})
     elif not wait:
-        click.echo(f"training job {submitted.job_name} started: {submitted.console_url}")
+        click.echo(f"training job {submitted.job_name} started (run {job.run_id}): {submitted.console_url}")
     if wait and submitted.status != "Completed":
         reason = f": {submitted.failure_reason}" if submitted.failure_reason else ""
         fail(f"training job {submitted.job_name} {submitted.status}{reason}", EXIT_FAILED)
@@ -292,6 +329,63 @@ def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, ac
     run_server(options)
 
 
+# --- runs: list and compare run directories -----------------------------------------------------------------
+
+
+@main.command("runs")
+@click.option("--runs-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Where the runs are.")
+@click.option("--name", default=None, help="Only runs whose experiment name contains this (or matches this glob).")
+@click.option("--status", type=click.Choice(["running", "finished", "failed", "interrupted", "submitted", "unknown"]), default=None, help="Only runs in this state.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def runs_command(runs_root: Path, name: str | None, status: str | None, output: str) -> None:
+    """List the local and SageMaker runs under runs/: id, name, status, backend, steps, greedy evaluation, wall time, start."""
+    from rlrunner.runs import list_runs
+
+    rows = list_runs(runs_root, name=name, status=status)
+    if output == "json":
+        emit_json(rows)
+        return
+    click.echo(f"{'run id':<10}  {'name':<24}  {'status':<11}  {'backend':<9}  {'steps':>8}  {'eval':>7}  {'wall':>7}  started")
+    for row in rows:
+        steps = "-" if row["steps"] is None else str(row["steps"])
+        evaluation = "-" if row["evaluation"] is None else f"{row['evaluation']:.3f}"
+        wall = "-" if row["wall_s"] is None else f"{row['wall_s']:.0f} s"
+        click.echo(
+            f"{row['run_id']:<10}  {str(row['name']):<24}  {row['status']:<11}  {row['backend']:<9}  {steps:>8}  {evaluation:>7}  {wall:>7}  {row['started'] or '-'}"
+        )
+    click.echo(f"{len(rows)} runs under {runs_root}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="RUN_DIR...")
+@click.option("--picture", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where the learning curves go (default: runs/comparisons/<run ids>.png).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def compare(run_dirs: Sequence[Path], picture: Path | None, output: str) -> None:
+    """Compare runs: final metrics, the spec fields that differ, and one picture of their learning curves (seeds grouped)."""
+    from rlrunner.runs import Run, comparison, curve_series, plot_comparison
+
+    runs = [Run.read(path) for path in run_dirs]
+    result = comparison(runs)
+    series = curve_series(runs)
+    path = picture or Path("runs") / "comparisons" / f"{'-'.join(run.run_id for run in runs)[:120]}.png"
+    result["picture"] = str(plot_comparison(series, path))
+    result["series"] = [{key: line[key] for key in ("label", "run_ids")} for line in series]
+    if output == "json":
+        emit_json(result)
+        return
+    fields = result["differing_fields"]
+    click.echo(f"{'run id':<10}  {'status':<11}  {'steps':>8}  {'return':>7}  {'eval':>7}  " + "  ".join(fields))
+    for row in result["runs"]:
+        steps = "-" if row["steps"] is None else str(row["steps"])
+        ret = "-" if row["episode_return_mean"] is None else f"{row['episode_return_mean']:.3f}"
+        evaluation = "-" if row["evaluation"] is None else f"{row['evaluation']:.3f}"
+        values = "  ".join(json.dumps(row["values"][field]) for field in fields)
+        click.echo(f"{row['run_id']:<10}  {row['status']:<11}  {steps:>8}  {ret:>7}  {evaluation:>7}  {values}")
+    if not fields:
+        click.echo("the runs' specs do not differ in anything that changes a result")
+    click.echo(f"learning curves: {result['picture']}")
+
+
 # --- SageMaker jobs: status, logs, stop, download, image ------------------------------------------------
 
 
@@ -314,14 +408,15 @@ def status(reference: str | None, overrides: Sequence[str], download: bool, outp
     """Show SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
+    from rlrunner.contract.identity import run_id
 
     if reference and Path(reference).is_file() and Path(reference).suffix in SPEC_SUFFIXES:
         spec, _ = load_or_exit(reference, overrides)
         ctx = connect()
-        found = backend.find_jobs_by_run_id(ctx, spec.run_id)
+        found = backend.find_jobs_by_run_id(ctx, run_id(spec))
         refs = [backend.JobRef(str(job["TrainingJobName"]), None) for job in found]
         if not refs:
-            fail(f"{reference}: no training job is tagged with its run id {spec.run_id}", EXIT_FAILED)
+            fail(f"{reference}: no training job is tagged with its run id {run_id(spec)}", EXIT_FAILED)
     else:
         refs = job_refs(reference)
         ctx = connect()

@@ -36,6 +36,7 @@ from rlrunner.aws import (
     expand_image,
     resolve_role,
 )
+from rlrunner.contract import identity
 from rlrunner.contract.model_dir import EXPERIMENT_FILE
 from rlrunner.contract.run_dir import DEPLOYMENT_FILE, JOB_FILE, SPEC_FILE, RunDir, atomic_write_json
 from rlrunner.contract.sagemaker_container import DEFAULT_IMAGE
@@ -119,7 +120,7 @@ def read_source(run_dir: Path) -> DeploySource:
     experiment = _read_json(model_dir / EXPERIMENT_FILE) if model_dir and (model_dir / EXPERIMENT_FILE).is_file() else {}
     planned = record.get("plan", {}).get("experiment", {})
     name = spec.name if spec else str(experiment.get("name") or planned.get("name") or "")
-    run_id = spec.run_id if spec else str(experiment.get("run_id") or record.get("run_id") or "")
+    run_id = identity.run_id(spec) if spec else str(experiment.get("run_id") or record.get("run_id") or "")
     if not name or not run_id:
         raise PolicyError(f"{run_dir}: cannot tell the experiment's name and run id (no resolved spec, {EXPERIMENT_FILE} or {JOB_FILE})")
     return DeploySource(

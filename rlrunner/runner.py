@@ -14,6 +14,7 @@ from typing import Any
 from rlrunner.contract import experiment_env
 from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER, AUTH_TOKEN_VAR
 from rlrunner.contract.errors import InvalidSpecError
+from rlrunner.contract.identity import RUN_ID_LENGTH, identity_hash, run_id
 from rlrunner.contract.metrics import metric_definitions
 from rlrunner.contract.sagemaker_container import (
     CHECKPOINT_LOCAL_PATH,
@@ -21,6 +22,7 @@ from rlrunner.contract.sagemaker_container import (
     ENTRY_POINT,
     ENTRY_SOURCE_DIR,
     RUN_ID_VAR,
+    TENSORBOARD_LOCAL_PATH,
     TRAIN_CHANNEL,
     binary_in_container,
 )
@@ -66,14 +68,20 @@ def render_experiment(spec: ExperimentSpec, *, spec_dir: Path = Path(".")) -> di
         else:
             binary = binary_in_container(environment.binary)
         environment = environment.model_copy(update={"binary": binary})
+    training = spec.training
+    if training.init_from is not None:
+        if not spec.compute.is_local:
+            raise PlanError("training.init_from: only for local runs (run with --local, or train on SageMaker from scratch)")
+        training = training.model_copy(update={"init_from": str((spec_dir / training.init_from).resolve())})
+    digest = identity_hash(spec)
     experiment = Experiment(
-        run_id=spec.run_id,
-        spec_hash=spec.spec_hash,
+        run_id=digest[:RUN_ID_LENGTH],
+        spec_hash=digest,
         name=spec.name,
         source_dir=Path(spec.source_dir).name if spec.source_dir else None,
         environment=environment,
         algorithm=spec.algorithm,
-        training=spec.training,
+        training=training,
         cluster=spec.compute.cluster,
     )
     return experiment.to_data()
@@ -84,7 +92,7 @@ def render_environment(spec: ExperimentSpec, experiment: Mapping[str, Any]) -> d
 
     A multi-instance job reserves the slot of its Ray token (`submit` fills it in with a fresh one).
     """
-    base = {"PYTHONUNBUFFERED": "1", RUN_ID_VAR: spec.run_id, **spec.compute.environment}
+    base = {"PYTHONUNBUFFERED": "1", RUN_ID_VAR: run_id(spec), **spec.compute.environment}
     if spec.compute.instance_count > 1 and not spec.compute.is_local:
         base[AUTH_TOKEN_VAR] = AUTH_TOKEN_PLACEHOLDER
     free = experiment_env.MAX_ENV_VARS - len(base)
@@ -110,7 +118,7 @@ def render_estimator_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments for `sagemaker.rl.RLEstimator`; the uploaded source is the one-line entry script."""
     compute = spec.compute
-    tags = {**compute.tags, RUN_ID_TAG: spec.run_id, SPEC_HASH_TAG: spec.spec_hash}
+    tags = {**compute.tags, RUN_ID_TAG: run_id(spec), SPEC_HASH_TAG: identity_hash(spec)}
     kwargs: dict[str, Any] = {
         "entry_point": ENTRY_POINT,
         "source_dir": str(ENTRY_SOURCE_DIR),
@@ -122,10 +130,12 @@ def render_estimator_kwargs(
         "output_path": compute.output_path,
         "base_job_name": compute.base_job_name or spec.name,
         "metric_definitions": metric_definitions(),
-        "hyperparameters": {"rlrunner_run_id": spec.run_id},
+        "hyperparameters": {"rlrunner_run_id": run_id(spec)},
         "environment": dict(environment),
         "checkpoint_s3_uri": compute.checkpoint_s3_uri,
         "checkpoint_local_path": CHECKPOINT_LOCAL_PATH,
+        # the S3 side is <output_path>/<job name>/tensorboard, known at submission
+        "tensorboard_output_config": {"container_local_output_path": TENSORBOARD_LOCAL_PATH, "s3_output_path": None},
         "use_spot_instances": compute.spot is not None,
         "max_run": compute.max_run,
         "max_wait": compute.spot.max_wait if compute.spot else None,
@@ -168,7 +178,7 @@ def plan(
     experiment = render_experiment(spec, spec_dir=spec_dir)
     environment = render_environment(spec, experiment)
     return JobPlan(
-        run_id=spec.run_id,
+        run_id=run_id(spec),
         estimator=render_estimator_kwargs(spec, environment, spec_dir=spec_dir, environ=environ),
         environment=environment,
         fit_inputs=render_fit_inputs(spec, spec_dir=spec_dir),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import keyword
 import math
 import re
@@ -256,6 +254,8 @@ class TrainingSpec(Frozen):
     """Recreate an env runner whose environment crashed, and go on training."""
     evaluation_episodes: Annotated[int, Field(ge=1, le=10000)] = 20
     """Greedy episodes played by the exported policy at the end of a run."""
+    init_from: str | None = None
+    """Start from the policy weights of another run: its run directory or a checkpoint folder (like `mlagents-learn --initialize-from`); local runs only."""
 
 
 class SpotSpec(Frozen):
@@ -462,23 +462,9 @@ class ExperimentSpec(Frozen):
         """The same experiment with `compute.instance_type: local` (what `--local` runs)."""
         return self.model_copy(update={"compute": self.compute.on_this_machine()})
 
-    def canonical_json(self) -> str:
-        """The resolved spec as canonical JSON (what the run id hashes)."""
-        return json.dumps(_dump(self, exclude={"sweep", "description"}), sort_keys=True, separators=(",", ":"))
-
     def to_data(self) -> dict[str, Any]:
-        """The resolved spec as JSON-able data (what a run directory keeps)."""
+        """The resolved spec as JSON-able data (what a run directory keeps; its identity: `rlrunner.contract.identity`)."""
         return _dump(self)
-
-    @property
-    def spec_hash(self) -> str:
-        """SHA-256 of the canonical resolved spec."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
-
-    @property
-    def run_id(self) -> str:
-        """Stable run id: the first 10 hex digits of the spec hash."""
-        return self.spec_hash[:10]
 
 
 class Experiment(Frozen):
@@ -489,7 +475,7 @@ class Experiment(Frozen):
     run_id: str
     """The run id of the spec it was planned from."""
     spec_hash: str
-    """SHA-256 of the resolved spec."""
+    """SHA-256 of the run identity (`rlrunner.contract.identity`); the run id is its first 10 hex digits."""
     name: str
     """Experiment name."""
     source_dir: str | None = None

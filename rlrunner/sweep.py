@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlrunner.contract.identity import run_id
 from rlrunner.contract.run_dir import (
     JOB_FILE,
     METRICS_FILE,
@@ -69,8 +70,8 @@ class SweepPoint:
 
     @property
     def run_id(self) -> str:
-        """The point's run id (hash of its resolved spec)."""
-        return self.spec.run_id
+        """The point's run id (`rlrunner.contract.identity`)."""
+        return run_id(self.spec)
 
     @property
     def config_key(self) -> str:

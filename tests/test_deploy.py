@@ -21,6 +21,7 @@ from rlrunner import __version__
 from rlrunner import deploy as deploying
 from rlrunner.aws import AwsError, connect
 from rlrunner.cli import main
+from rlrunner.contract.identity import run_id
 from rlrunner.loader import load_spec
 from rlrunner.policy import PolicyError
 
@@ -32,7 +33,7 @@ OBS = np.eye(20)[[10, 3]].tolist()
 def run_dir(tmp_path: Path) -> Path:
     """A local run of experiments/basic_ppo.yaml: the resolved spec and the exported model."""
     spec, _ = load_spec(EXPERIMENTS / "basic_ppo.yaml")
-    run = tmp_path / f"runs/{spec.name}-{spec.run_id}"
+    run = tmp_path / f"runs/{spec.name}-{run_id(spec)}"
     write_model_dir(run / "model")
     (run / "spec.yaml").write_text(yaml.safe_dump(spec.to_data(), sort_keys=False))  # as the local backend keeps it
     return run

@@ -9,6 +9,7 @@ import pytest
 from shared import ROOT
 
 from rlrunner.contract.experiment_env import decode_experiment_env
+from rlrunner.contract.identity import identity_hash, run_id
 from rlrunner.contract.sagemaker_container import ENTRY_SOURCE_DIR
 from rlrunner.loader import load_spec
 from rlrunner.runner import PlanError, plan
@@ -52,9 +53,9 @@ def test_plan_run_id_is_stable_and_changes_with_the_spec(tmp_path: Path) -> None
     spec, _ = load_spec(ROOT / "experiments" / "basic_ppo.yaml")
     again, _ = load_spec(ROOT / "experiments" / "basic_ppo.yaml")
     changed, _ = load_spec(ROOT / "experiments" / "basic_ppo.yaml", ["algorithm.hyperparameters.lr=0.0002"])
-    assert spec.run_id == again.run_id
-    assert spec.run_id != changed.run_id
-    assert len(spec.run_id) == 10
+    assert run_id(spec) == run_id(again)
+    assert run_id(spec) != run_id(changed)
+    assert len(run_id(spec)) == 10
 
 
 def test_plan_local_uses_local_instance_and_absolute_binary(tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_plan_spot_settings_reach_the_estimator(tmp_path: Path) -> None:
         estimator["checkpoint_s3_uri"],
     ) == (True, 3600, 7200, "s3://bucket/ckpt")
     tags = {tag["Key"]: tag["Value"] for tag in estimator["tags"]}
-    assert tags == {"rlrunner:run-id": spec.run_id, "rlrunner:spec-hash": spec.spec_hash}
+    assert tags == {"rlrunner:run-id": run_id(spec), "rlrunner:spec-hash": identity_hash(spec)}
 
 
 def test_plan_fails_when_user_env_leaves_no_room(tmp_path: Path) -> None:

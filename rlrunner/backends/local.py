@@ -33,6 +33,7 @@ from typing import IO, Any
 from rlrunner.contract import model_dir as model_files
 from rlrunner.contract.cluster_env import HOST_ADDRESSES_VAR, PORT_VAR, emulation_environment
 from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UsageError
+from rlrunner.contract.identity import describe_changes, hash_identity, run_identity
 from rlrunner.contract.metrics import parse_metrics_line
 from rlrunner.contract.run_dir import (
     CURVE_FILE,
@@ -45,6 +46,7 @@ from rlrunner.contract.run_dir import (
     atomic_write_json,
     check_run_dir,
     default_run_dir,
+    read_json,
     update_record,
     write_run_files,
 )
@@ -72,22 +74,35 @@ what SageMaker gives a stopped job."""
 # The run directory as the container's /opt/ml
 
 
-def prepare_run_dir(run: RunDir, spec: ExperimentSpec, plan: JobPlan, *, spec_dir: Path, resume: bool) -> dict[str, Any]:
-    """Lay out the /opt/ml tree and the run files; return the run record (run.json)."""
-    check_run_dir(run, spec.spec_hash, resume=resume, record_file=RUN_FILE)
+def prepare_run_dir(
+    run: RunDir, spec: ExperimentSpec, plan: JobPlan, *, spec_dir: Path, resume: bool, invocation: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Lay out the /opt/ml tree and the run files; return the run record (run.json).
+
+    `invocation`: how the run was asked for (spec file, --set overrides), kept in run.json.
+    """
+    identity = run_identity(spec)
+    changes = check_run_dir(run, identity, resume=resume, record_file=RUN_FILE)
+    previous = (read_json(run.file(RUN_FILE)) or {}) if resume else {}
     run.make()
     run.failure.unlink(missing_ok=True)
     lay_out_host(run, plan)
-    git = write_run_files(run, spec.to_data(), spec.spec_hash, spec_dir)
+    git = write_run_files(run, spec.to_data(), hash_identity(identity), spec_dir)
+    changed = {path: list(change) for path, change in changes.items()}
+    continued = [*previous.get("continued", []), {"from_run_id": previous.get("run_id"), "changes": changed}] if changes else previous.get("continued", [])
     record = {
         "run_id": plan.run_id,
-        "spec_hash": spec.spec_hash,
+        "spec_hash": hash_identity(identity),
         "name": spec.name,
         "backend": "local",
         "git_commit": git[0] if git else None,
         "git_dirty": git[1] if git else None,
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "resumed": resume,
+        "resume_changes": changed,
+        "continued": continued,
+        "identity": identity,
+        **(invocation or {}),
         "plan": plan.to_json(),
     }
     atomic_write_json(run.file(RUN_FILE), record)
@@ -333,6 +348,7 @@ def run_local(
     hosts: int = 1,
     on_host_start: Callable[[str, subprocess.Popen[str]], None] | None = None,
     image: str | None = None,
+    invocation: Mapping[str, Any] | None = None,
 ) -> LocalRunResult:
     """Train locally through the container launcher; keep everything in the run dir.
 
@@ -349,7 +365,10 @@ def run_local(
 
     stream = sys.stdout if stream is None else stream
     run = RunDir(run_dir if run_dir is not None else default_run_dir(spec.name, plan.run_id))
-    prepare_run_dir(run, spec, plan, spec_dir=spec_dir, resume=resume)
+    record = prepare_run_dir(run, spec, plan, spec_dir=spec_dir, resume=resume, invocation=invocation)
+    if record["resume_changes"]:
+        changes = describe_changes({path: (old, new) for path, (old, new) in record["resume_changes"].items()})
+        stream.write(f"rlrunner: continuing run {record['continued'][-1]['from_run_id']} in {run.root} as run {plan.run_id}: {changes}\n")
     reserve = run.file(DISK_RESERVE_FILE)
     with contextlib.suppress(OSError):  # freed at the end, so that a full disk still gets its final records
         reserve.write_bytes(b"\0" * DISK_RESERVE_BYTES)

@@ -36,6 +36,7 @@ from rlrunner.aws import (
     resolve_role,
 )
 from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER, AUTH_TOKEN_VAR
+from rlrunner.contract.identity import describe_changes, hash_identity, run_identity
 from rlrunner.contract.metrics import parse_metrics_line
 from rlrunner.contract.run_dir import (
     JOB_FILE,
@@ -123,6 +124,9 @@ def resolve_estimator_kwargs(
     kwargs["role"] = role
     kwargs["image_uri"] = image_uri
     kwargs["output_path"] = planned.get("output_path") or f"s3://{bucket}/"
+    if planned.get("tensorboard_output_config"):
+        s3 = f"{str(kwargs['output_path']).rstrip('/')}/{job_name}/tensorboard"
+        kwargs["tensorboard_output_config"] = {**planned["tensorboard_output_config"], "s3_output_path": s3}
     if planned.get("use_spot_instances") and not planned.get("checkpoint_s3_uri"):
         kwargs["checkpoint_s3_uri"] = f"s3://{bucket}/{CHECKPOINT_PREFIX}/{job_name}/"
     environment = dict(planned.get("environment") or {})
@@ -299,9 +303,16 @@ def submit(
     session_factory: Callable[[], AwsContext] | None = None,
     estimator_factory: Callable[..., Any] | None = None,
     echo: Callable[[str], None] = print,
+    invocation: Mapping[str, Any] | None = None,
 ) -> SubmittedJob:
-    """Start the plan as a SageMaker training job (raises AwsError: exit 4); with `wait`, follow it and fetch the model."""
-    check_run_dir(RunDir(run_dir), spec.spec_hash, resume=resume, record_file=JOB_FILE)
+    """Start the plan as a SageMaker training job (raises AwsError: exit 4); with `wait`, follow it and fetch the model.
+
+    `invocation`: how the run was asked for (spec file, --set overrides), kept in job.json.
+    """
+    identity = run_identity(spec)
+    changes = check_run_dir(RunDir(run_dir), identity, resume=resume, record_file=JOB_FILE)
+    if changes:
+        echo(f"continuing the run in {run_dir} as run {job.run_id}: {describe_changes(changes)}")
     ctx = (session_factory or aws.connect)()
     s3 = ctx.client("s3")
     job_name = make_job_name(str(job.estimator["base_job_name"]), dt.datetime.now(dt.UTC))
@@ -321,7 +332,15 @@ def submit(
     if checkpoint:
         kwargs["checkpoint_s3_uri"] = checkpoint
         echo(f"resuming from the checkpoints in {checkpoint}")
-    factory = estimator_factory or aws.import_sagemaker().rl.RLEstimator
+    if estimator_factory is None:
+        sdk = aws.import_sagemaker()
+        factory: Callable[..., Any] = sdk.rl.RLEstimator
+        if kwargs.get("tensorboard_output_config"):
+            from sagemaker.debugger.debugger import TensorBoardOutputConfig
+
+            kwargs["tensorboard_output_config"] = TensorBoardOutputConfig(**kwargs["tensorboard_output_config"])
+    else:
+        factory = estimator_factory
     try:
         estimator = factory(sagemaker_session=ctx.sagemaker_session(bucket), **kwargs)
     except (TypeError, ValueError) as error:
@@ -357,7 +376,10 @@ def submit(
         "region": ctx.region,
         "account": ctx.account_id,
         "run_id": job.run_id,
-        "spec_hash": spec.spec_hash,
+        "spec_hash": hash_identity(identity),
+        "name": spec.name,
+        "identity": identity,
+        **(invocation or {}),
         "submitted_at": dt.datetime.now(dt.UTC).isoformat(),
         "console_url": console_url(ctx.region, job_name),
         "role": role,
@@ -371,7 +393,7 @@ def submit(
         "previous_jobs": _previous_jobs(run_dir),
         "plan": job.to_json(),
     }
-    write_run_files(RunDir(run_dir), spec.to_data(), spec.spec_hash, spec_dir)
+    write_run_files(RunDir(run_dir), spec.to_data(), hash_identity(identity), spec_dir)
     write_record(run_dir, record)
     url = record["console_url"]
     echo(f"submitted training job {job_name} ({kwargs['instance_count']} x {kwargs['instance_type']}, {ctx.region})")

@@ -7,15 +7,29 @@ import re
 from collections.abc import Mapping
 
 LINE_PREFIX = "rlrunner-metrics"
-METRIC_NAMES = (
-    "iteration",
-    "timesteps",
-    "episode_return_mean",
-    "episode_return_max",
-    "episode_return_min",
-    "episode_len_mean",
-    "time_s",
-)
+TENSORBOARD_TAGS = {
+    "episode_return_mean": "episode/return_mean",
+    "episode_return_max": "episode/return_max",
+    "episode_return_min": "episode/return_min",
+    "episode_len_mean": "episode/length_mean",
+    "episodes": "episode/count",
+    "policy_loss": "learner/policy_loss",
+    "vf_loss": "learner/value_loss",
+    "qf_loss": "learner/q_loss",
+    "total_loss": "learner/total_loss",
+    "entropy": "learner/entropy",
+    "kl": "learner/kl",
+    "vf_explained_var": "learner/value_explained_variance",
+    "lr": "learner/learning_rate",
+    "env_steps_per_s": "throughput/env_steps_per_s",
+    "agent_steps_per_s": "throughput/agent_steps_per_s",
+    "sample_time_s": "time/sampling_s",
+    "learn_time_s": "time/learning_s",
+    "iteration_time_s": "time/iteration_s",
+}
+"""Each statistic's TensorBoard tag (the x axis is `timesteps`, environment steps)."""
+METRIC_NAMES = ("iteration", "timesteps", *TENSORBOARD_TAGS, "time_s")
+"""What a metrics line, metrics.csv and the SageMaker metric definitions hold (SageMaker allows 40 definitions)."""
 FLOAT_REGEX = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rlrunner.contract.errors import UsageError
+from rlrunner.contract.identity import LONGER_TRAINING, describe_changes, hash_identity, identity_changes, trains_longer
 from rlrunner.contract.metrics import METRIC_NAMES
 from rlrunner.contract.sagemaker_container import OptMl
 
@@ -109,19 +111,54 @@ def git_commit(directory: Path) -> tuple[str, bool] | None:
     return (commit, bool(status.strip())) if commit else None
 
 
-def check_run_dir(run: RunDir, spec_hash: str, *, resume: bool, record_file: str) -> None:
-    """A used run dir needs --resume with the same spec; --resume needs a run dir with `record_file`."""
-    if resume:
-        if not run.file(record_file).is_file():
-            raise UsageError(f"{run.root}: --resume needs an existing run directory with {record_file} (none here)")
-        recorded = (read_json(run.file(record_file)) or {}).get("spec_hash")
-        if recorded and recorded != spec_hash:
+def check_run_dir(run: RunDir, identity: Mapping[str, Any], *, resume: bool, record_file: str) -> dict[str, tuple[Any, Any]]:
+    """A used run dir needs --resume; --resume needs a run dir with `record_file` whose run identity is this one,
+    or differs only in raised stop criteria (train longer): those changes are returned."""
+    if not resume:
+        if run.in_use:
             raise UsageError(
-                f"{run.root}: --resume: the run was started from another spec (spec_hash {str(recorded)[:10]}, "
-                f"this spec {spec_hash[:10]}); resume with the same spec or use a new --run-dir"
+                f"{run.root}: the run directory exists; continue it with --resume, replace it with --force, or pick another with --run-dir"
             )
-    elif run.in_use:
-        raise UsageError(f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir")
+        return {}
+    if not run.file(record_file).is_file():
+        raise UsageError(f"{run.root}: --resume needs an existing run directory with {record_file} (none here)")
+    record = read_json(run.file(record_file)) or {}
+    recorded = record.get("identity")
+    if not isinstance(recorded, dict):  # a run recorded before identities were: its hash must match
+        if record.get("spec_hash") not in (None, hash_identity(identity)):
+            raise UsageError(f"{run.root}: --resume: the run was started from another spec; resume with the same spec or use a new --run-dir")
+        return {}
+    changes = identity_changes(recorded, identity)
+    if changes and not trains_longer(changes):
+        refused = {path: change for path, change in changes.items() if path not in LONGER_TRAINING or not trains_longer({path: change})}
+        raise UsageError(
+            f"{run.root}: --resume: the spec differs from the run's in {describe_changes(refused)}; "
+            "only raised stop criteria (training.stop.*) may change; start a new run (another --run-dir, or --force)"
+        )
+    return changes
+
+
+def resumable_run(runs_root: Path, name: str, identity: Mapping[str, Any]) -> Path | None:
+    """The run dir `--resume` continues when its own does not exist: the newest run of experiment `name` under
+    `runs_root` that this identity continues (the same, or stop criteria raised), else the newest run of `name`
+    (whose check then lists what differs), else None."""
+    found: list[tuple[bool, str, Path]] = []
+    for folder in sorted(runs_root.glob(f"{name}-*")) if runs_root.is_dir() else []:
+        record = read_json(folder / RUN_FILE) or read_json(folder / JOB_FILE) or {}
+        recorded = record.get("identity")
+        if record.get("name") == name and isinstance(recorded, dict):
+            longer = trains_longer(identity_changes(recorded, identity))
+            found.append((longer, str(record.get("started") or record.get("submitted_at") or ""), folder))
+    return max(found)[2] if found else None
+
+
+def remove_run_dir(run: RunDir) -> None:
+    """Delete a run directory (`--force`); a folder that is not one (no spec.yaml, run.json or job.json) is refused."""
+    if not run.in_use:
+        return
+    if not any(run.file(name).is_file() for name in (SPEC_FILE, RUN_FILE, JOB_FILE)):
+        raise UsageError(f"{run.root}: --force: not a run directory (no {SPEC_FILE}, {RUN_FILE} or {JOB_FILE}); remove it yourself")
+    shutil.rmtree(run.root)
 
 
 def write_run_files(run: RunDir, spec_data: Mapping[str, Any], spec_hash: str, spec_dir: Path) -> tuple[str, bool] | None:

@@ -38,6 +38,9 @@ DEFAULT_IMAGE = f"rlrunner:{__version__}"
 FAILURE_FILE = "failure"
 STOPPED_FILE = "stopped.json"
 """In output/data: written when the launcher stopped on SIGTERM/SIGINT (a stop, not a failure)."""
+TENSORBOARD_DIR = "tensorboard"
+"""Under the output dir: `/opt/ml/output/tensorboard`, SageMaker's default local path of TensorBoardOutputConfig."""
+TENSORBOARD_LOCAL_PATH = str(OPT_ML / "output" / TENSORBOARD_DIR)
 DEFAULT_HOST = "algo-1"
 RUN_ID_VAR = "RLRUNNER_RUN_ID"
 LOG_LEVEL_VAR = "RLRUNNER_LOG_LEVEL"
@@ -77,6 +80,11 @@ class OptMl:
     def output_data(self) -> Path:
         """SM_OUTPUT_DATA_DIR: player logs, cluster records; uploaded as output.tar.gz."""
         return self.output / "data"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, synced to S3 while a job runs (the estimator's TensorBoardOutputConfig)."""
+        return self.output / TENSORBOARD_DIR
 
     @property
     def checkpoints(self) -> Path:

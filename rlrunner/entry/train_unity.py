@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import errno
 import json
+import math
 import os
 import signal
 import stat
@@ -54,8 +55,8 @@ from rlrunner.contract.errors import (
     RunFailedError,
 )
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
-from rlrunner.contract.metrics import format_metrics_line
-from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env, resolve_player_path
+from rlrunner.contract.metrics import TENSORBOARD_TAGS, format_metrics_line
+from rlrunner.contract.sagemaker_container import TENSORBOARD_DIR, ContainerEnv, read_container_env, resolve_player_path
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
@@ -378,25 +379,75 @@ def stop_reason(stop: StopSpec, progress: Progress) -> str | None:
     return None
 
 
+LEARNER_STATISTICS = {
+    "policy_loss": "policy_loss",
+    "vf_loss": "vf_loss",
+    "qf_loss": "qf_loss",
+    "total_loss": "total_loss",
+    "entropy": "entropy",
+    "kl": "mean_kl_loss",
+    "vf_explained_var": "vf_explained_var",
+    "lr": "default_optimizer_learning_rate",
+}
+"""Metric name: the key of RLlib's per-module learner results (averaged over the modules that report it)."""
+
+
 def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str, float | int | None]:
-    """The values of one metrics line from an RLlib result."""
+    """The values of one metrics line from an RLlib result: episodes, learner statistics, throughput, timers."""
     runners = result.get("env_runners", {}) or {}
-    return {
+    modules = [stats for name, stats in (result.get("learners") or {}).items() if name != "__all_modules__" and isinstance(stats, Mapping)]
+    timers = result.get("timers") or {}
+    seconds = _float(result.get("time_this_iter_s"))
+    env_steps = _float(runners.get("num_env_steps_sampled"))
+    agent_steps = runners.get("num_agent_steps_sampled")
+    agent_steps = _float(sum(agent_steps.values()) if isinstance(agent_steps, Mapping) else agent_steps)
+    values: dict[str, float | int | None] = {
         "iteration": progress.iteration,
         "timesteps": progress.timesteps,
         "episode_return_mean": _float(runners.get("episode_return_mean")),
         "episode_return_max": _float(runners.get("episode_return_max")),
         "episode_return_min": _float(runners.get("episode_return_min")),
         "episode_len_mean": _float(runners.get("episode_len_mean")),
-        "time_s": round(progress.time_s, 3),
+        "episodes": _float(runners.get("num_episodes")),
     }
+    for name, key in LEARNER_STATISTICS.items():
+        found = [value for value in (_float(stats.get(key)) for stats in modules) if value is not None]
+        values[name] = sum(found) / len(found) if found else None
+    values["env_steps_per_s"] = env_steps / seconds if env_steps is not None and seconds else None
+    values["agent_steps_per_s"] = agent_steps / seconds if agent_steps is not None and seconds else None
+    values["sample_time_s"] = _float(timers.get("env_runner_sampling_timer"))
+    values["learn_time_s"] = _float(timers.get("learner_update_timer"))
+    values["iteration_time_s"] = seconds
+    values["time_s"] = round(progress.time_s, 3)
+    return values
 
 
 def _float(value: Any) -> float | None:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def tensorboard_writer(env: ContainerEnv, resumed_at: int) -> Any:
+    """tensorboardX's writer into `<opt_ml>/output/tensorboard` (SageMaker syncs that folder to S3 while the job runs).
+
+    A resumed run drops the events past its checkpoint (`purge_step`), so that curves do not fold back.
+    """
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(str(env.output_dir / TENSORBOARD_DIR), purge_step=resumed_at + 1 if resumed_at else None)
+
+
+def write_tensorboard(writer: Any, values: Mapping[str, float | int | None]) -> None:
+    """One iteration's statistics as TensorBoard scalars over environment steps."""
+    step = int(values.get("timesteps") or 0)
+    for name, tag in TENSORBOARD_TAGS.items():
+        value = values.get(name)
+        if value is not None:
+            writer.add_scalar(tag, value, global_step=step)
+    writer.flush()
 
 
 def log(message: str) -> None:
@@ -530,31 +581,36 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
         if newest.meta.get("spec_hash") not in (None, experiment.spec_hash):
-            log(f"warning: {newest.path.name} was written by run {newest.meta.get('run_id')}, not {experiment.run_id} (another spec)")
+            log(f"{newest.path.name} was written by run {newest.meta.get('run_id')}; continuing it as run {experiment.run_id}")
         try:
             algo.restore_from_path(str(newest.path))
         except Exception as error:
             raise RunFailedError(f"checkpoint {newest.path} cannot be restored: {_one_line(_root_cause(error))}") from None
         progress = newest.progress
+    elif training.init_from is not None:
+        start_from_weights(algo, Path(training.init_from))
     saved = newest
     started = time.monotonic() - progress.time_s
     reason = stop_reason(training.stop, progress)
     _stop.in_loop, _stop.signum = True, None
+    writer = tensorboard_writer(env, progress.timesteps)
     try:
-        saved = _iterate(experiment, algo, store, progress, saved, started, reason)
+        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer)
     except Interrupted as interrupt:  # the iteration in flight did not finish within the grace time
         last = store.newest()
         raise Stopped(interrupt.signum, last.path if last else None, last.progress if last else progress, abandoned=True) from None
     finally:
         _stop.in_loop = False
         signal.alarm(0)
+        writer.close()
     if _stop.signum is not None:
         raise Stopped(_stop.signum, saved.path if saved else None, saved.progress if saved else progress)
     return Path(saved.path)
 
 
 def _iterate(
-    experiment: Experiment, algo: Any, store: CheckpointStore, progress: Progress, saved: Any, started: float, reason: str | None
+    experiment: Experiment, algo: Any, store: CheckpointStore, progress: Progress, saved: Any, started: float, reason: str | None,
+    writer: Any,
 ) -> Any:
     training = experiment.training
     meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
@@ -573,7 +629,9 @@ def _iterate(
             time_s=time.monotonic() - started,
             episode_return_mean=_float((result.get("env_runners") or {}).get("episode_return_mean")),
         )
-        print(format_metrics_line(iteration_metrics(result, progress)), flush=True)
+        values = iteration_metrics(result, progress)
+        print(format_metrics_line(values), flush=True)
+        write_tensorboard(writer, values)
         reason = stop_reason(training.stop, progress)
         if reason is None and _stop.signum is not None:
             reason = f"{signal.Signals(_stop.signum).name} received (a stop: checkpointing to resume later)"
@@ -602,6 +660,35 @@ def save_checkpoint(store: CheckpointStore, progress: Progress, algo: Any, meta:
     raise InfrastructureError(
         f"no space left on device for checkpoint {name} in {store.root} ({problem}); {kept}; free space, then resume the run"
     )
+
+
+RL_MODULE_COMPONENT = "learner_group/learner/rl_module"
+"""Where a checkpoint of an RLlib algorithm keeps the policy networks (its RLModule)."""
+
+
+def init_checkpoint(path: Path) -> Path:
+    """The checkpoint `training.init_from` names: a checkpoint folder, or a run dir's newest complete checkpoint."""
+    from rlrunner.contract.checkpoints import read_checkpoint
+    from rlrunner.contract.sagemaker_container import OptMl
+
+    if (path / RL_MODULE_COMPONENT).is_dir():
+        return path
+    newest = CheckpointStore(OptMl(path).checkpoints, keep=1).newest()
+    if newest is None and read_checkpoint(path) is None:
+        raise InvalidSpecError(f"training.init_from: {path} is neither a checkpoint nor a run directory with a complete checkpoint")
+    return newest.path if newest is not None else path
+
+
+def start_from_weights(algo: Any, path: Path) -> None:
+    """Load another run's policy weights into the new algorithm (its optimizer and step counts start afresh)."""
+    checkpoint = init_checkpoint(path)
+    try:
+        algo.restore_from_path(str(checkpoint / RL_MODULE_COMPONENT), component=RL_MODULE_COMPONENT)
+    except Exception as error:
+        raise InvalidSpecError(
+            f"training.init_from: the weights of {checkpoint} do not fit this model: {_one_line(_root_cause(error))}"
+        ) from None
+    log(f"starting from the policy weights of {checkpoint}")
 
 
 def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:

@@ -27,7 +27,8 @@ from rlrunner.backends import local
 from rlrunner.cli import main
 from rlrunner.contract.checkpoints import CheckpointStore, read_checkpoint
 from rlrunner.contract.errors import UsageError
-from rlrunner.contract.metrics import parse_metrics_line
+from rlrunner.contract.identity import identity_hash, run_id
+from rlrunner.contract.metrics import TENSORBOARD_TAGS, parse_metrics_line
 from rlrunner.contract.run_dir import git_commit
 from rlrunner.contract.sagemaker_container import launcher_command
 from rlrunner.loader import load_spec
@@ -63,7 +64,7 @@ def test_prepare_run_dir_lays_out_the_opt_ml_tree(tmp_path: Path) -> None:
     assert not list(run.code.rglob("__pycache__"))
     assert json.loads((run.input_config / "hyperparameters.json").read_text()) == {"rlrunner_run_id": json.dumps(job.run_id)}
     assert json.loads((run.input_config / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
-    assert (run.root / "spec_hash").read_text() == spec.spec_hash + "\n"
+    assert (run.root / "spec_hash").read_text() == identity_hash(spec) + "\n"
     import yaml
 
     assert yaml.safe_load((run.root / "spec.yaml").read_text()) == spec.to_data()
@@ -78,7 +79,7 @@ def test_prepare_run_dir_refuses_an_existing_run_without_resume(tmp_path: Path) 
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
     with pytest.raises(UsageError) as error:
         local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
-    assert str(error.value) == f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir"
+    assert str(error.value).startswith(f"{run.root}: the run directory exists; continue it with --resume, replace it with --force")
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
 
 
@@ -88,13 +89,32 @@ def test_prepare_run_dir_resume_needs_the_same_spec(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--resume needs an existing run directory with run.json \(none here\)$"):
         local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=True)
     local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False)
-    other, other_job, _ = planned(BASIC_PPO, "algorithm.hyperparameters.lr=0.001")
+    other, other_job, _ = planned(BASIC_PPO, "algorithm.hyperparameters.lr=0.001", "training.stop.timesteps=20000", "training.seed=3")
     with pytest.raises(UsageError) as error:
         local.prepare_run_dir(run, other, other_job, spec_dir=spec_dir, resume=True)
     assert str(error.value) == (
-        f"{run.root}: --resume: the run was started from another spec (spec_hash {spec.spec_hash[:10]}, this spec "
-        f"{other.spec_hash[:10]}); resume with the same spec or use a new --run-dir"
+        f"{run.root}: --resume: the spec differs from the run's in algorithm.hyperparameters.lr 0.0001 -> 0.001, "
+        "training.seed 0 -> 3; only raised stop criteria (training.stop.*) may change; start a new run (another --run-dir, or --force)"
     )
+    lower, lower_job, _ = planned(BASIC_PPO, "training.stop.timesteps=5000")
+    with pytest.raises(UsageError, match=r"in training.stop.timesteps 10000 -> 5000; only raised"):
+        local.prepare_run_dir(run, lower, lower_job, spec_dir=spec_dir, resume=True)
+
+
+def test_prepare_run_dir_resume_accepts_a_raised_stop_criterion(tmp_path: Path) -> None:
+    spec, job, spec_dir = planned(BASIC_PPO)
+    run = local.RunDir(tmp_path / "run")
+    local.prepare_run_dir(run, spec, job, spec_dir=spec_dir, resume=False, invocation={"overrides": []})
+    longer, longer_job, _ = planned(BASIC_PPO, "training.stop.timesteps=20000", "deploy.instance_type=ml.m5.large")
+    record = local.prepare_run_dir(run, longer, longer_job, spec_dir=spec_dir, resume=True, invocation={"overrides": ["x"]})
+    assert record["run_id"] == longer_job.run_id != job.run_id
+    assert record["resume_changes"] == {"training.stop.timesteps": [10000, 20000]}
+    assert record["continued"] == [{"from_run_id": job.run_id, "changes": {"training.stop.timesteps": [10000, 20000]}}]
+    assert record["overrides"] == ["x"] and record["identity"]["training"]["stop"]["timesteps"] == 20000
+    import yaml
+
+    assert yaml.safe_load((run.root / "spec.yaml").read_text())["training"]["stop"]["timesteps"] == 20000
+    assert local.prepare_run_dir(run, longer, longer_job, spec_dir=spec_dir, resume=True)["resume_changes"] == {}
 
 
 def test_container_environment_is_the_plan_plus_the_toolkit_variables(tmp_path: Path) -> None:
@@ -160,7 +180,7 @@ def test_cli_run_non_local_hands_over_to_the_sagemaker_backend(monkeypatch: pyte
     monkeypatch.setattr(sagemaker, "submit", fake_submit)
     result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--run-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.output == "training job basic-ppo-2026 started: https://console/x\n"
+    assert result.output == f"training job basic-ppo-2026 started (run {calls[0]['job'].run_id}): https://console/x\n"
     assert calls[0]["job"].estimator["instance_type"] == "ml.c5.2xlarge"
     assert calls[0]["run_dir"] == tmp_path and calls[0]["resume"] is False
 
@@ -175,7 +195,12 @@ def test_cli_run_existing_run_dir_needs_resume(tmp_path: Path) -> None:
     (tmp_path / "leftover").write_text("x")
     result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--local", "--run-dir", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.output == f"{tmp_path}: the run directory exists; continue it with --resume, or pick another with --run-dir\n"
+    assert result.output == (
+        f"{tmp_path}: the run directory exists; continue it with --resume, replace it with --force, or pick another with --run-dir\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(BASIC_PPO), "--local", "--run-dir", str(tmp_path), "--force"])
+    assert result.exit_code == 2
+    assert result.output == f"{tmp_path}: --force: not a run directory (no spec.yaml, run.json or job.json); remove it yourself\n"
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -241,6 +266,20 @@ def test_run_local_trains_basic_end_to_end(tmp_path: Path, sessions: list[int]) 
     assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["exit_code"] == 0 and record["first_iteration_s"] > 0 and record["metrics"]["timesteps"] == 1000
+    assert record["run_id"] == job.run_id and run_dir.joinpath("spec_hash").read_text().startswith(job.run_id)
+
+    # the learner statistics: in every metrics line and in TensorBoard's event files, read with TensorBoard's reader
+    expected = [name for name in TENSORBOARD_TAGS if name != "qf_loss"]  # PPO has no Q function
+    assert all(name in rows[-1] for name in expected), sorted(set(expected) - set(rows[-1]))
+    assert rows[-1]["lr"] == pytest.approx(1e-4) and rows[-1]["env_steps_per_s"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "output" / "tensorboard"))
+    events.Reload()
+    for name in expected:
+        scalars = events.Scalars(TENSORBOARD_TAGS[name])
+        assert [s.step for s in scalars] == [250, 500, 750, 1000], name
+    assert events.Scalars("episode/return_mean")[-1].value == pytest.approx(rows[-1]["episode_return_mean"], rel=1e-5)
     assert not (run_dir / "output" / "failure").exists()
     assert not run_processes(sessions=[record["launcher_pid"]])
 
@@ -323,3 +362,69 @@ def test_ctrl_c_stops_the_launcher_ray_and_the_players(tmp_path: Path, sessions:
     assert not run_processes(sessions=[victim, process.pid], roots=[victim])
     assert not (run_dir / "output" / "failure").exists()  # a stop, not a failure (tests/backends/test_stops.py)
     assert json.loads((run_dir / "output" / "data" / "stopped.json").read_text())["signal"] == "SIGTERM"
+
+
+def test_resume_trains_longer_and_init_from_starts_from_another_runs_weights(runs: Path, sessions: list[int]) -> None:
+    """`run --local`, then `--resume` with a raised timesteps (same run dir, found by its identity), then `--init-from`."""
+    quick = [a for o in QUICK_TRAINING for a in ("--set", o)]
+    args = ("run", str(BASIC_PPO), "--local", *quick, "--set", "training.checkpoint_frequency=2")
+
+    def cli(*extra: str) -> tuple[int, str]:
+        process = subprocess.Popen(
+            rlrunner_cli(*args, *extra), cwd=runs.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        sessions.append(process.pid)
+        out, _ = process.communicate(timeout=300)
+        return process.returncode, out
+
+    code, out = cli("--set", "training.stop.timesteps=500")
+    assert code == 0, out[-3000:]
+    spec, _ = load_spec(BASIC_PPO, [*QUICK_TRAINING, "training.checkpoint_frequency=2", "training.stop.timesteps=500"])
+    first = runs / f"basic-ppo-{run_id(spec)}"
+    shown = Path("runs") / first.name  # as the command line names it, relative to the working folder
+    assert f"run {run_id(spec)}: run directory {shown}" in out
+    assert [p.name for p in runs.iterdir()] == [first.name]
+
+    code, out = cli("--set", "training.stop.timesteps=1000", "--set", "training.seed=1", "--resume")
+    assert code == 2 and "--resume: the spec differs from the run's in training.seed 0 -> 1; only raised stop criteria" in out
+
+    code, out = cli("--set", "training.stop.timesteps=1000", "--set", "deploy.instance_type=ml.m5.large", "--resume")
+    assert code == 0, out[-3000:]
+    longer, _ = load_spec(BASIC_PPO, [*QUICK_TRAINING, "training.checkpoint_frequency=2", "training.stop.timesteps=1000"])
+    assert f"continuing run {run_id(spec)} in {shown} as run {run_id(longer)}: training.stop.timesteps 500 -> 1000" in out
+    assert "resuming from" in out and "(iteration 2, timesteps 500)" in out
+    rows = metrics_rows(first)
+    assert [r["timesteps"] for r in rows] == [250, 500, 750, 1000]
+    record = json.loads((first / "run.json").read_text())
+    assert record["run_id"] == run_id(longer) and record["continued"][0]["from_run_id"] == run_id(spec)
+    assert "training.stop.timesteps=1000" in record["overrides"] and record["local"] is True
+
+    code, out = cli("--set", "training.stop.iterations=1", "--set", "training.stop.timesteps=1000", "--init-from", str(first))
+    assert code == 0, out[-3000:]
+    started = next(p for p in runs.iterdir() if p != first)
+    assert f"starting from the policy weights of {first / 'checkpoints' / 'checkpoint_000004'}" in out
+    assert [r["timesteps"] for r in metrics_rows(started)] == [250]  # a new run: step 0, one iteration
+    assert json.loads((started / "run.json").read_text())["identity"]["training"]["init_from"] == str(first)
+
+    # the weights it started from are the other run's: one iteration of Adam steps (4 of lr 1e-4) away; a fresh network is ~0.1 away
+    import torch
+
+    from rlrunner.entry.export import load_rl_module
+
+    def weights(checkpoint: Path) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in load_rl_module(checkpoint).parameters()])
+
+    source = weights(first / "checkpoints" / "checkpoint_000004")
+    assert (weights(started / "checkpoints" / "checkpoint_000001") - source).abs().max() < 0.01
+
+    # `rlrunner runs` and `rlrunner compare` on these real run directories
+    listed = {row["run_dir"]: row for row in json.loads(CliRunner().invoke(main, ["runs", "--runs-root", str(runs), "--output", "json"]).stdout)}
+    assert (listed[str(first)]["status"], listed[str(first)]["steps"], listed[str(first)]["run_id"]) == ("finished", 1000, run_id(longer))
+    assert listed[str(started)]["steps"] == 250 and listed[str(first)]["evaluation"] is not None
+    picture = runs.parent / "compare.png"
+    compared = CliRunner().invoke(main, ["compare", str(first), str(started), "--picture", str(picture), "--output", "json"])
+    assert compared.exit_code == 0, compared.output
+    data = json.loads(compared.stdout)
+    assert data["differing_fields"] == ["training.init_from", "training.stop.iterations"]
+    assert [row["steps"] for row in data["runs"]] == [1000, 250] and picture.read_bytes()[:4] == b"\x89PNG"
+    assert [s["run_ids"] for s in data["series"]] == [[run_id(longer)], [listed[str(started)]["run_id"]]]

@@ -7,6 +7,7 @@ a job's Environment), and jobs are moved through states by editing moto's in-pro
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from rlrunner.cli import main
 from rlrunner.contract.cluster_env import AUTH_TOKEN_PLACEHOLDER
 from rlrunner.contract.errors import UsageError
 from rlrunner.contract.experiment_env import MAX_VALUE_CHARS, decode_experiment_env
+from rlrunner.contract.identity import identity_hash, run_id
+from rlrunner.contract.metrics import METRIC_NAMES, format_metrics_line
 from rlrunner.loader import load_spec
 from rlrunner.runner import JobPlan, plan
 from rlrunner.schema import ExperimentSpec
@@ -118,6 +121,13 @@ def test_submit_request_carries_the_plan(aws_env: AwsTestEnv, capture: Capture, 
     assert submitted.job_name.startswith("basic-ppo-") and len(submitted.job_name) <= 63
     assert request["AlgorithmSpecification"]["TrainingImage"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/rlrunner:0.1.0"
     assert request["AlgorithmSpecification"]["MetricDefinitions"] == job.estimator["metric_definitions"]
+    # every definition captures its statistic from a launcher line (40 at most)
+    line = format_metrics_line({name: 1.5 + index for index, name in enumerate(METRIC_NAMES)})
+    captured = {d["Name"]: float(re.search(d["Regex"], line).group(1)) for d in request["AlgorithmSpecification"]["MetricDefinitions"]}  # type: ignore[union-attr]
+    assert captured == {name: 1.5 + index for index, name in enumerate(METRIC_NAMES)} and len(captured) <= 40
+    assert request["TensorBoardOutputConfig"] == {
+        "LocalPath": "/opt/ml/output/tensorboard", "S3OutputPath": f"s3://{DEFAULT_BUCKET}/{submitted.job_name}/tensorboard"
+    }
     assert request["RoleArn"] == aws_env.role
     assert request["ResourceConfig"]["InstanceType"] == "ml.c5.2xlarge"
     assert request["ResourceConfig"]["InstanceCount"] == job.estimator["instance_count"]
@@ -129,7 +139,7 @@ def test_submit_request_carries_the_plan(aws_env: AwsTestEnv, capture: Capture, 
     assert json.loads(hyperparameters["sagemaker_program"]) == "train_unity.py"
     assert json.loads(hyperparameters["sagemaker_submit_directory"]).endswith(f"{submitted.job_name}/source/sourcedir.tar.gz")
     tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
-    assert tags["rlrunner:run-id"] == job.run_id and tags["rlrunner:spec-hash"] == spec.spec_hash
+    assert tags["rlrunner:run-id"] == job.run_id and tags["rlrunner:spec-hash"] == identity_hash(spec)
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
     if spec.compute.spot:
         assert tags["team"] == "rl"
@@ -165,6 +175,9 @@ def test_run_command_submits_basic_ppo(aws_env: AwsTestEnv, capture: Capture, ru
     (request,) = capture.of("sagemaker.CreateTrainingJob")
     job, _ = planned(BASIC_PPO)
     assert decode_experiment_env(request["Environment"]) == job.experiment
+    validated = CliRunner().invoke(main, ["validate", str(BASIC_PPO)]).output
+    local_plan = CliRunner().invoke(main, ["plan", str(BASIC_PPO), "--local"]).output
+    assert f"(run {job.run_id})" in result.output and f"(run id {job.run_id})" in validated and f"run id        {job.run_id}" in local_plan
     assert request["TrainingJobName"] in result.output
     assert "console.aws.amazon.com/sagemaker" in result.output and f"rlrunner status {request['TrainingJobName']}" in result.output
     jobs = aws_env.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
@@ -368,14 +381,15 @@ def test_follow_job_prints_progress_then_wait_downloads_the_model(aws_env: AwsTe
     assert statuses == ["InProgress / Starting", "InProgress / Training", "Completed / Completed"]
     assert (result.status, result.model_dir) == ("Completed", runs / "basic" / "model")
     assert (runs / "basic" / "model" / "policy.onnx").read_bytes() == b"onnx"
-    assert metrics_csv.read_text().splitlines()[1:] == ["1,500,-0.5,0.2,,,", "2,1000,0.61,0.93,,,"]
+    blank = "," * (len(METRIC_NAMES) - 4)
+    assert metrics_csv.read_text().splitlines()[1:] == [f"1,500,-0.5,0.2{blank}", f"2,1000,0.61,0.93{blank}"]
 
 
 def test_a_used_run_dir_needs_resume_which_reuses_the_checkpoints(aws_env: AwsTestEnv, runs: Path) -> None:
     job, spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200"])
     first = backend.submit(job, spec, run_dir=runs / "spot", echo=quiet)
     assert {"job.json", "spec.yaml", "spec_hash"} <= {path.name for path in (runs / "spot").iterdir()}
-    with pytest.raises(UsageError, match="the run directory exists; continue it with --resume, or pick another with --run-dir$"):
+    with pytest.raises(UsageError, match="the run directory exists; continue it with --resume, replace it with --force, or pick another with --run-dir$"):
         backend.submit(job, spec, run_dir=runs / "spot", echo=quiet)
     printed: list[str] = []
 
@@ -387,8 +401,8 @@ def test_a_used_run_dir_needs_resume_which_reuses_the_checkpoints(aws_env: AwsTe
     assert printed[0] == f"resuming from the checkpoints in {checkpoint}"
     record = json.loads((runs / "spot" / "job.json").read_text())
     assert (record["job_name"], record["previous_jobs"]) == (second.job_name, [first.job_name])
-    other_job, other_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7201"])
-    with pytest.raises(UsageError, match="--resume: the run was started from another spec"):
+    other_job, other_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200", "algorithm.hyperparameters.lr=0.001"])
+    with pytest.raises(UsageError, match=r"--resume: the spec differs from the run's in algorithm.hyperparameters.lr 0.0001 -> 0.001;"):
         backend.submit(other_job, other_spec, run_dir=runs / "spot", resume=True, echo=quiet)
 
 
@@ -433,7 +447,7 @@ def test_sweep_backend_runs_a_point_as_a_job_and_then_skips_it(aws_env: AwsTestE
     result = launch(point)
 
     assert (result.status, result.mean_return, result.message) == ("finished", 0.9, "")
-    assert result.run_dir == str(runs / f"basic-ppo-{spec.run_id}")
+    assert result.run_dir == str(runs / f"basic-ppo-{run_id(spec)}")
     skipped = finished(point)
     assert skipped is not None and skipped.status == "skipped"
 

@@ -18,6 +18,8 @@ from rlrunner.contract.run_dir import (
     atomic_write_text,
     check_run_dir,
     read_curve,
+    remove_run_dir,
+    resumable_run,
     update_record,
 )
 
@@ -45,24 +47,49 @@ def test_update_record_merges_values(tmp_path: Path) -> None:
     assert update_record(path, launcher_pid=2, exit_code=0) == {"run_id": "abc", "launcher_pid": 2, "exit_code": 0}
 
 
-def test_check_run_dir_refuses_a_used_dir_without_resume_and_a_resume_of_another_spec(tmp_path: Path) -> None:
+def test_check_run_dir_refuses_a_used_dir_without_resume_and_a_resume_of_another_run(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
-    check_run_dir(run, "a" * 64, resume=False, record_file=RUN_FILE)  # new: fine
+    identity = {"training": {"stop": {"timesteps": 1000}, "seed": 0}}
+    check_run_dir(run, identity, resume=False, record_file=RUN_FILE)  # new: fine
     with pytest.raises(UsageError) as none_here:
-        check_run_dir(run, "a" * 64, resume=True, record_file=RUN_FILE)
+        check_run_dir(run, identity, resume=True, record_file=RUN_FILE)
     assert str(none_here.value) == f"{run.root}: --resume needs an existing run directory with run.json (none here)"
-    update_record(run.file(RUN_FILE), spec_hash="a" * 64)
+    update_record(run.file(RUN_FILE), identity=identity, name="basic")
     with pytest.raises(UsageError) as used:
-        check_run_dir(run, "a" * 64, resume=False, record_file=RUN_FILE)
+        check_run_dir(run, identity, resume=False, record_file=RUN_FILE)
     assert used.value.exit_code == EXIT_USAGE
-    assert str(used.value) == f"{run.root}: the run directory exists; continue it with --resume, or pick another with --run-dir"
-    check_run_dir(run, "a" * 64, resume=True, record_file=RUN_FILE)
-    with pytest.raises(UsageError) as other:
-        check_run_dir(run, "b" * 64, resume=True, record_file=RUN_FILE)
-    assert str(other.value) == (
-        f"{run.root}: --resume: the run was started from another spec (spec_hash aaaaaaaaaa, this spec bbbbbbbbbb); "
-        "resume with the same spec or use a new --run-dir"
+    assert str(used.value) == (
+        f"{run.root}: the run directory exists; continue it with --resume, replace it with --force, or pick another with --run-dir"
     )
+    assert check_run_dir(run, identity, resume=True, record_file=RUN_FILE) == {}
+    longer = {"training": {"stop": {"timesteps": 3000}, "seed": 0}}
+    assert check_run_dir(run, longer, resume=True, record_file=RUN_FILE) == {"training.stop.timesteps": (1000, 3000)}
+    with pytest.raises(UsageError) as other:
+        check_run_dir(run, {"training": {"stop": {"timesteps": 3000}, "seed": 1}}, resume=True, record_file=RUN_FILE)
+    assert str(other.value) == (
+        f"{run.root}: --resume: the spec differs from the run's in training.seed 0 -> 1; "
+        "only raised stop criteria (training.stop.*) may change; start a new run (another --run-dir, or --force)"
+    )
+    assert resumable_run(tmp_path, "basic", longer) is None  # the folder is not named basic-*
+    named = RunDir(tmp_path / "basic-0123456789")
+    update_record(named.file(RUN_FILE), identity=identity, name="basic", started="2026-12-02T00:00:00+00:00")
+    assert resumable_run(tmp_path, "basic", longer) == named.root
+    other = RunDir(tmp_path / "basic-9876543210")
+    update_record(other.file(RUN_FILE), identity={"training": {"seed": 5}}, name="basic", started="2026-12-02T01:00:00+00:00")
+    assert resumable_run(tmp_path, "basic", longer) == named.root  # the one it continues, though older
+    assert resumable_run(tmp_path, "basic", {"training": {"seed": 7}}) == other.root  # none: the newest, to list what differs
+    assert resumable_run(tmp_path, "other", longer) is None
+
+
+def test_remove_run_dir_refuses_a_folder_that_is_not_a_run_dir(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not a run directory"):
+        remove_run_dir(RunDir(tmp_path))
+    assert (tmp_path / "notes.txt").is_file()
+    run = RunDir(tmp_path / "run")
+    update_record(run.file(RUN_FILE), run_id="x")
+    remove_run_dir(run)
+    assert not run.root.exists()
 
 
 def test_metrics_table_replaces_iterations_a_resumed_run_repeats(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from http_helpers import post_json, start_server, stop_server, wait_healthy
 
+from rlrunner.contract.identity import run_id
 from rlrunner.entry.evaluate import evaluate_policy
 from rlrunner.policy import OnnxPolicy
 
@@ -37,7 +38,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     spec, document = load_spec(EXPERIMENTS / "basic_ppo.yaml", SHORT_RUN)
     job = plan(spec, spec_dir=document.base_dir, local=True)
-    run_dir = tmp_path_factory.mktemp("trained") / f"{spec.name}-{spec.run_id}"
+    run_dir = tmp_path_factory.mktemp("trained") / f"{spec.name}-{run_id(spec)}"
     with open(tmp_path_factory.mktemp("log") / "run.log", "w") as stream, warnings.catch_warnings():
         # run_local leaves the launcher's stdout pipe to the garbage collector (reported to its owner)
         warnings.filterwarnings("ignore", "unclosed file", ResourceWarning)
