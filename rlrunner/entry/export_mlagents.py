@@ -205,7 +205,8 @@ def _keep_every_input(path: Path, behavior: UnityBehavior) -> None:
         return
     for index, name in enumerate(input_names(behavior)):
         if name in missing:
-            shape = ["batch", *(sum(behavior.discrete_branches),)] if name == names.ACTION_MASKS else ["batch", *behavior.input_shape(index)]
+            dims = (sum(behavior.discrete_branches),) if name == names.ACTION_MASKS else behavior.input_shape(index)
+            shape: list[str | int | None] = ["batch", *dims]
             model.graph.input.insert(index, onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape))
     onnx.save(model, str(path))
 
@@ -266,3 +267,24 @@ def export_from_checkpoint(
         raise ExportError(f"export: a single-policy checkpoint needs exactly one behaviour, the scene has: {listed}")
     module = module if module is not None else load_rl_module(checkpoint)
     return export_unity_models({behaviors[0].policy: module}, behaviors, model_dir, environment=environment, post=post)
+
+
+def scene_behaviors(specs: Mapping[str, Any]) -> list[UnityBehavior]:
+    """The behaviours of a scene from mlagents_envs' `behavior_specs` (name -> BehaviorSpec)."""
+    return [
+        UnityBehavior(
+            name=name,
+            observation_shapes=tuple(tuple(int(n) for n in o.shape) for o in spec.observation_specs),
+            continuous_size=int(spec.action_spec.continuous_size),
+            discrete_branches=tuple(int(b) for b in spec.action_spec.discrete_branches),
+        )
+        for name, spec in specs.items()
+    ]
+
+
+def recorded_behaviors(checkpoint: Path) -> list[UnityBehavior] | None:
+    """The behaviours a checkpoint's manifest records (None: written before rlrunner recorded them)."""
+    from rlrunner.contract.checkpoints import read_checkpoint
+
+    found = read_checkpoint(checkpoint)
+    return None if found is None else names.behaviors_from_meta(found.meta)

@@ -48,6 +48,7 @@ from rlrunner.contract.errors import (
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
 from rlrunner.contract.metrics import format_metrics_line
 from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env, resolve_player_path
+from rlrunner.contract.unity_model import UnityBehavior, behaviors_meta
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
@@ -198,8 +199,9 @@ def is_channel_file(path: Path, channels: Mapping[str, Path]) -> bool:
     return any(path.is_relative_to(Path(folder)) for folder in channels.values())
 
 
-def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """Start the player once in this process (one area): clear errors before Ray starts, and the env's spaces."""
+def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any, list[UnityBehavior]]:
+    """Start the player once in this process (one area): clear errors before Ray starts; the env's spaces and behaviours."""
+    from rlrunner.entry.export_mlagents import scene_behaviors
     from rlrunner.entry.unity_env import make_unity_env
     from rlrunner.unity.errors import UnityEnvError
 
@@ -209,7 +211,7 @@ def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
     except UnityEnvError as error:
         raise InfrastructureError(f"environment: {error}") from None
     try:
-        return probe.observation_space, probe.action_space
+        return probe.observation_space, probe.action_space, scene_behaviors(probe.unity_env.behavior_specs)
     finally:
         probe.close()
 
@@ -307,7 +309,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
-    observation_space, action_space = probe_environment(env_config)
+    observation_space, action_space, behaviors = probe_environment(env_config)
     try:
         algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
@@ -350,7 +352,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         except Exception as error:  # only a report: training goes on
             log(f"warning: could not locate the env runners: {_one_line(error)}")
     try:
-        return _train_loop(env, experiment, algo)
+        return _train_loop(env, experiment, algo, behaviors_meta(behaviors))
     finally:
         with contextlib.suppress(Exception):
             algo.stop()  # type: ignore[no-untyped-call]
@@ -370,13 +372,14 @@ def _check_rl_module(config: Any, observation_space: Any, action_space: Any, exp
         raise InvalidSpecError(f"algorithm.model: {what} could not be built{where}: {_one_line(error)}") from None
 
 
-def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
+def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any, scene: Mapping[str, Any]) -> Path:
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
     for path in store.clean():
         log(f"removed incomplete checkpoint {path.name}")
     progress = Progress(iteration=0, timesteps=0, time_s=0.0)
-    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
+    # The scene's behaviours, so that `rlrunner export` can write the Unity models later without the player.
+    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash, **scene}
     newest = store.newest()
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
@@ -419,6 +422,24 @@ def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_p
 
     description = export_policy(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post)
     log(f"exported {description['algorithm']} policy to {env.model_dir} (from {checkpoint.name})")
+    export_unity(env, experiment, checkpoint, config_post)
+
+
+def export_unity(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
+    """Export ML-Agents' `<Behavior>.onnx` beside the serving model; a failure is a warning (`rlrunner export` retries)."""
+    from rlrunner.entry import algorithm as algo_config
+    from rlrunner.entry.export_mlagents import export_from_checkpoint, recorded_behaviors
+
+    try:
+        behaviors = recorded_behaviors(checkpoint)
+        if behaviors is None:  # a checkpoint from before the manifest recorded them
+            executable = resolve_executable(experiment.environment, env.channels)
+            behaviors = probe_environment(algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir)))[2]
+        models = export_from_checkpoint(checkpoint, behaviors, env.model_dir, environment=experiment.environment, post=config_post)
+    except RlrunnerError as error:
+        log(f"warning: no Unity model exported: {error}")
+        return
+    log(f"exported the Unity model(s) {', '.join(m['file'] for m in models.values())} to {env.model_dir}")
 
 
 def action_postprocessing(experiment: Experiment) -> Any:
