@@ -43,12 +43,12 @@ UNITY_LOADER_CHECKS: dict[str, Any] = {
         "shape_constant": "discrete_action_output_shape", "shape_constant_rank": 2,  # value [[branch sizes]]
     },
     "output_order": ("version_number", "memory_size", "<kind>_actions", "<kind>_action_output_shape", "deterministic_<kind>_actions"),  # [N]
-    "opset": 9,  # [P]
+    "opset": 9,  # [P]; rlrunner falls back to 11, 13, 15 only for modules with ops opset 9 lacks (Sentis reads 7-15)
 }
 
 
 
-def check_against_unity_loader(session: Any, behavior: UnityBehavior) -> None:
+def check_against_unity_loader(session: Any, behavior: UnityBehavior, opset: int = UNITY_LOADER_CHECKS["opset"]) -> None:
     checks = UNITY_LOADER_CHECKS
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
@@ -94,4 +94,4 @@ def check_against_unity_loader(session: Any, behavior: UnityBehavior) -> None:
             assert mask.type == checks["action_masks"]["dtype"] and mask.shape == ["batch", sum(behavior.discrete_branches)]
     import onnx
 
-    assert onnx.load(session._model_path).opset_import[0].version == checks["opset"]
+    assert onnx.load(session._model_path).opset_import[0].version == opset

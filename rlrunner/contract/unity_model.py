@@ -22,6 +22,8 @@ MODEL_EXPORT_VERSION = 3
 """`version_number`: ModelApiVersion.MLAgents2_0 (SimpleActor.MODEL_EXPORT_VERSION)."""
 OPSET = 9
 """ONNX opset of ML-Agents' exports (SerializationSettings.onnx_opset), loadable by Barracuda and Sentis."""
+OPSETS = (OPSET, 11, 13, 15)
+"""Tried in order: a module with an op opset 9 lacks (RLlib's DQN head: nan_to_num) gets the next; Sentis reads 7-15."""
 
 OBSERVATION_PREFIX = "obs_"
 ACTION_MASKS = "action_masks"

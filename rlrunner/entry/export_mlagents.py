@@ -167,25 +167,27 @@ def export_unity_model(
     axes.update({name: {0: "batch"} for name in outputs if name.endswith("_actions")})
     partial = path.with_name(path.name + ".partial")
     _register_symbolics()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices (see export.py)
-            torch.onnx.export(
-                wrapper, tuple(dummy), str(partial), input_names=inputs, output_names=outputs,
-                dynamic_axes=axes, opset_version=names.OPSET, dynamo=False,
-            )  # fmt: skip
-        _keep_every_input(partial, behavior)
-    except ExportError:
-        partial.unlink(missing_ok=True)
-        raise
-    except Exception as error:
-        partial.unlink(missing_ok=True)
-        raise ExportError(f"export: ML-Agents model of {behavior.name!r} failed ({type(module).__name__}): {error}") from error
+    errors = []
+    for opset in names.OPSETS:  # ML-Agents' own opset first; a later one only for ops it lacks
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices (see export.py)
+                torch.onnx.export(
+                    wrapper, tuple(dummy), str(partial), input_names=inputs, output_names=outputs,
+                    dynamic_axes=axes, opset_version=opset, dynamo=False,
+                )  # fmt: skip
+            _keep_every_input(partial, behavior)
+            break
+        except Exception as error:
+            partial.unlink(missing_ok=True)
+            errors.append(f"opset {opset}: {error}")
+    else:
+        raise ExportError(f"export: ML-Agents model of {behavior.name!r} failed ({type(module).__name__}): {errors[-1]}")
     partial.replace(path)
     return {
         "file": path.name,
         "behavior": behavior.name,
-        "opset": names.OPSET,
+        "opset": opset,
         "version_number": names.MODEL_EXPORT_VERSION,
         "inputs": inputs,
         "outputs": outputs,
@@ -223,9 +225,13 @@ def _nanmean_symbolic(g: Any, x: Any, dim: list[int], keepdim: int, dtype: Any) 
 def _register_symbolics() -> None:
     from torch.onnx import symbolic_helper
 
-    torch.onnx.register_custom_op_symbolic(  # type: ignore[attr-defined]
-        "aten::nanmean", symbolic_helper.parse_args("v", "is", "i", "none")(_nanmean_symbolic), names.OPSET
-    )
+    from rlrunner.entry import export
+
+    # ReduceSum takes its axes as an attribute up to opset 12 and as an input from 13 (export.py's form).
+    for opset, symbolic in ((names.OPSET, _nanmean_symbolic), (13, export._nanmean_symbolic)):
+        torch.onnx.register_custom_op_symbolic(  # type: ignore[attr-defined]
+            "aten::nanmean", symbolic_helper.parse_args("v", "is", "i", "none")(symbolic), opset
+        )
 
 
 def export_unity_models(

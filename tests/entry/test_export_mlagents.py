@@ -179,6 +179,34 @@ def test_export_mlagents_model_honours_action_masks(layout: str, tmp_path: Path)
         assert allowed[np.arange(1000), got[:, branch]].all()
 
 
+def test_export_mlagents_value_based_module_falls_back_to_the_next_opset(tmp_path: Path) -> None:
+    """RLlib's DQN head uses nan_to_num, which opset 9 lacks: opset 11, same checks, RLlib's greedy actions."""
+    from ray.rllib.algorithms.dqn import DQNConfig
+
+    from rlrunner.entry.export import ActionPostprocessing
+    from rlrunner.entry.export_mlagents import export_unity_models
+
+    name, spec, options, _ = LAYOUTS["basic-discrete"]
+    conv = converter(spec, options)
+    torch.manual_seed(0)
+    config = DQNConfig().rl_module(model_config={"fcnet_hiddens": [32]})  # dueling, as RLlib's default
+    module_spec = config.get_default_rl_module_spec()
+    module_spec.observation_space, module_spec.action_space = conv.observation_space, conv.action_space
+    module_spec.model_config = config.model_config
+    module = module_spec.build().eval()
+    behavior = behavior_of(name, spec)
+    index = export_unity_models({"Basic": module}, [behavior], tmp_path, environment=EnvironmentSpec(name="Basic"), post=ActionPostprocessing())
+    assert index["Basic"]["opset"] == 11
+    session = ort.InferenceSession(str(tmp_path / "Basic.onnx"), providers=["CPUExecutionProvider"])
+    check_against_unity_loader(session, behavior, opset=11)
+
+    obs = mlagents_observations(spec, 1000, np.random.default_rng(5))
+    with torch.no_grad():
+        expected = module.forward_inference({"obs": torch.from_numpy(obs[0])})["actions"].numpy()
+    (got,) = session.run([names.DISCRETE_ACTIONS], onnx_feeds(spec, obs, np.ones((1000, 3), np.float32)))
+    np.testing.assert_array_equal(got[:, 0], expected)
+
+
 def test_export_mlagents_rejects_a_module_that_does_not_fit_the_behaviour(tmp_path: Path) -> None:
     from rlrunner.entry.export import ActionPostprocessing, ExportError
     from rlrunner.entry.export_mlagents import export_unity_models
