@@ -103,10 +103,10 @@ class UnityPolicy(nn.Module):
         outputs: list[torch.Tensor] = [self.version_number, self.memory_size]
         if self.behavior.continuous_size:
             continuous = actions.reshape(-1, self.behavior.continuous_size)
-            outputs += [continuous, self.continuous_shape, continuous * 1.0]
+            outputs += [continuous, self.continuous_shape, continuous]  # the exporter adds an Identity for the second
         else:
             discrete = self._masked_greedy(dist_inputs, inputs[count])
-            outputs += [discrete, self.discrete_shape, discrete * 1]
+            outputs += [discrete, self.discrete_shape, discrete]
         return tuple(outputs)
 
     def _masked_greedy(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
