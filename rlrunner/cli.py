@@ -198,6 +198,9 @@ def run(
         emit_json({"run_id": job.run_id, **result.to_json()})
     elif result.exit_code == 0:
         click.echo(f"run {job.run_id}: run directory {result.run_dir}")
+        for name, path in result.files.items():
+            if name.startswith("unity_model:"):
+                click.echo(f"Unity model ({name.split(':', 1)[1]}): {path}")
     if result.status == "stopped":
         again = ["rlrunner", "run", spec, "--local", "--run-dir", str(result.run_dir), *[a for o in overrides for a in ("--set", o)]]
         again += [*(["--hosts", str(hosts)] if hosts > 1 else []), "--resume"]
@@ -275,6 +278,26 @@ def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, o
         emit_json(result)
         return
     print_evaluation(result, written)
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="RUN_DIR")
+@click.option("--format", "export_format", type=click.Choice(["mlagents", "serving"]), default="mlagents", show_default=True,
+              help="mlagents: <Behavior>.onnx for Unity's Behavior Parameters; serving: policy.onnx for serve/deploy.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def export(run_dir: Path, export_format: str, output: str) -> None:
+    """Re-export a run's model dir from its newest complete checkpoint (also a run made before the format existed)."""
+    # Exporting needs torch and RLlib: the container side does it, in a process of its own.
+    command = [sys.executable, "-m", "rlrunner.entry.export_run", str(run_dir), "--format", export_format]
+    finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if finished.returncode != 0:
+        sys.exit(finished.returncode)  # the export printed its one-line reason
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    if output == "json":
+        emit_json(result)
+        return
+    for path in result["files"]:
+        click.echo(f"wrote {path}")
 
 
 def print_evaluation(result: dict[str, Any], written: Path) -> None:

@@ -57,6 +57,7 @@ from rlrunner.contract.sagemaker_container import (
     launcher_command,
     write_input_config,
 )
+from rlrunner.contract.unity_model import unity_model_files
 from rlrunner.runner import JobPlan
 from rlrunner.schema import ExperimentSpec
 
@@ -496,6 +497,7 @@ def run_local(
         )
         if path is not None and Path(path).exists()
     }
+    result.files.update({f"unity_model:{name}": str(path) for name, path in unity_model_files(run.model).items()})
     log.guard(
         update_record,
         run.file(RUN_FILE),

@@ -57,6 +57,7 @@ from rlrunner.contract.errors import (
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
 from rlrunner.contract.metrics import TENSORBOARD_TAGS, format_metrics_line
 from rlrunner.contract.sagemaker_container import TENSORBOARD_DIR, ContainerEnv, read_container_env, resolve_player_path
+from rlrunner.contract.unity_model import UnityBehavior, behaviors_meta
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
@@ -268,8 +269,9 @@ def is_channel_file(path: Path, channels: Mapping[str, Path]) -> bool:
     return any(path.is_relative_to(Path(folder)) for folder in channels.values())
 
 
-def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """Start the player once in this process (one area): clear errors before Ray starts, and the env's spaces."""
+def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any, list[UnityBehavior]]:
+    """Start the player once in this process (one area): clear errors before Ray starts; the env's spaces and behaviours."""
+    from rlrunner.entry.export_mlagents import scene_behaviors
     from rlrunner.entry.unity_env import make_unity_env
     from rlrunner.unity.errors import UnityEnvError
 
@@ -279,7 +281,7 @@ def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
     except UnityEnvError as error:
         raise InfrastructureError(f"environment: {error}") from None
     try:
-        return probe.observation_space, probe.action_space
+        return probe.observation_space, probe.action_space, scene_behaviors(probe.unity_env.behavior_specs)
     finally:
         probe.close()
 
@@ -478,7 +480,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
             start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
     finally:
         ray_s = time.monotonic() - started
-        (config, observation_space, action_space), prepare_s = prepared.result()
+        (config, observation_space, action_space, behaviors), prepare_s = prepared.result()
     if cluster is not None:
         cluster.connect()
     limit_torch_threads(os.environ)
@@ -504,7 +506,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         except Exception as error:  # only a report: training goes on
             log(f"warning: could not locate the env runners: {_one_line(error)}")
     try:
-        return _train_loop(env, experiment, algo)
+        return _train_loop(env, experiment, algo, behaviors_meta(behaviors))
     finally:
         with contextlib.suppress(Exception):
             algo.stop()  # type: ignore[no-untyped-call]
@@ -518,11 +520,11 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 def _configure(
     env: ContainerEnv, experiment: Experiment, env_config: dict[str, Any], num_cpus: int, module_class: type | None,
     cluster: HeadCluster | None,
-) -> tuple[Any, Any, Any]:
-    """The validated AlgorithmConfig and the env's spaces (one probe of the player); every error located."""
+) -> tuple[Any, Any, Any, Any]:
+    """The validated AlgorithmConfig, the env's spaces and its behaviours (one probe of the player); every error located."""
     from rlrunner.entry import algorithm as algo_config
 
-    observation_space, action_space = probe_environment(env_config)
+    observation_space, action_space, behaviors = probe_environment(env_config)
     try:
         algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
@@ -543,7 +545,7 @@ def _configure(
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, observation_space, action_space, experiment)
-    return config, observation_space, action_space
+    return config, observation_space, action_space, behaviors
 
 
 def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:
@@ -571,12 +573,14 @@ def _check_rl_module(config: Any, observation_space: Any, action_space: Any, exp
         raise InvalidSpecError(f"algorithm.model: {what} could not be built{where}: {_one_line(error)}") from None
 
 
-def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
+def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any, scene: Mapping[str, Any]) -> Path:
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
     for path in store.clean():
         log(f"removed incomplete checkpoint {path.name}")
     progress = Progress(iteration=0, timesteps=0, time_s=0.0)
+    # The scene's behaviours, so that `rlrunner export` can write the Unity models later without the player.
+    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash, **scene}
     newest = store.newest()
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
@@ -595,7 +599,7 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
     _stop.in_loop, _stop.signum = True, None
     writer = tensorboard_writer(env, progress.timesteps)
     try:
-        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer)
+        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer, meta)
     except Interrupted as interrupt:  # the iteration in flight did not finish within the grace time
         last = store.newest()
         raise Stopped(interrupt.signum, last.path if last else None, last.progress if last else progress, abandoned=True) from None
@@ -610,10 +614,9 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
 
 def _iterate(
     experiment: Experiment, algo: Any, store: CheckpointStore, progress: Progress, saved: Any, started: float, reason: str | None,
-    writer: Any,
+    writer: Any, meta: Mapping[str, Any],
 ) -> Any:
     training = experiment.training
-    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
     while reason is None:
         try:
             result = algo.train()
@@ -697,6 +700,24 @@ def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_p
 
     description = export_policy(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post)
     log(f"exported {description['algorithm']} policy to {env.model_dir} (from {checkpoint.name})")
+    export_unity(env, experiment, checkpoint, config_post)
+
+
+def export_unity(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
+    """Export ML-Agents' `<Behavior>.onnx` beside the serving model; a failure is a warning (`rlrunner export` retries)."""
+    from rlrunner.entry import algorithm as algo_config
+    from rlrunner.entry.export_mlagents import export_from_checkpoint, recorded_behaviors
+
+    try:
+        behaviors = recorded_behaviors(checkpoint)
+        if behaviors is None:  # a checkpoint from before the manifest recorded them
+            executable = resolve_executable(experiment.environment, env.channels)
+            behaviors = probe_environment(algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir)))[2]
+        models = export_from_checkpoint(checkpoint, behaviors, env.model_dir, environment=experiment.environment, post=config_post)
+    except RlrunnerError as error:
+        log(f"warning: no Unity model exported: {error}")
+        return
+    log(f"exported the Unity model(s) {', '.join(m['file'] for m in models.values())} to {env.model_dir}")
 
 
 def action_postprocessing(experiment: Experiment) -> Any:
