@@ -274,6 +274,7 @@ def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any, list[Uni
     from rlrunner.entry.export_mlagents import scene_behaviors
     from rlrunner.entry.unity_env import make_unity_env
     from rlrunner.unity.errors import UnityEnvError
+    from rlrunner.unity.players import PlayersVectorEnv
 
     environment: EnvironmentSpec = env_config["environment"]
     try:
@@ -281,6 +282,7 @@ def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any, list[Uni
     except UnityEnvError as error:
         raise InfrastructureError(f"environment: {error}") from None
     try:
+        assert not isinstance(probe, PlayersVectorEnv)  # RLlib's num_envs is not given: one player
         return probe.observation_space, probe.action_space, scene_behaviors(probe.unity_env.behavior_specs)
     finally:
         probe.close()
