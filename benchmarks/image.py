@@ -56,6 +56,12 @@ def project_copy(folder: Path, marker: str) -> Path:
     return folder
 
 
+def step_cached(log: str, text: str) -> bool:
+    """Whether BuildKit's plain progress says CACHED for the step whose header line holds `text` (`#12 [build 6/6] RUN …`)."""
+    steps = {line.split(" ", 1)[0] for line in log.splitlines() if line.startswith("#") and text in line and " [" in line}
+    return bool(steps) and all(f"{step} CACHED" in log.splitlines() for step in steps)
+
+
 def image_size(tag: str) -> int:
     return int(subprocess.run(["docker", "image", "inspect", tag, "--format", "{{.Size}}"], capture_output=True, text=True, check=True).stdout)
 
@@ -85,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         copy = project_copy(Path(folder), f"benchmark {time.time_ns()}")
         seconds, log = build(f"{args.tag}-code-change", args.base, cwd=copy)
-    deps_cached = any("install.py deps" in line for line in log.splitlines() if "CACHED" in line)
+    deps_cached = step_cached(log, "install.py deps")
     print(f"rebuild after a code-only change: {seconds:.1f} s (dependency layer cached: {deps_cached})")
     subprocess.run(["docker", "image", "rm", f"{args.tag}-code-change", f"{args.tag}-cold"], capture_output=True, check=False)
 

@@ -180,7 +180,7 @@ def test_docker_stop_keeps_the_checkpoint_and_a_second_container_resumes(
     for folder in opt_ml.checkpoints.glob("checkpoint_*"):
         assert read_checkpoint(folder) is not None, folder  # nothing that looks complete but is not
     kept = CheckpointStore(opt_ml.checkpoints, keep=3).newest()
-    assert kept is not None and kept.progress.iteration >= 2
+    assert kept is not None and kept.progress.iteration >= 1
 
     # a new instance: the same /opt/ml/checkpoints, a fresh container
     for folder in (opt_ml.model, opt_ml.output, opt_ml.code):
@@ -259,3 +259,32 @@ def test_run_local_in_the_image(image: str, tmp_path: Path, containers: list[str
     log = (run_dir / "launcher.log").read_text()
     assert "Invoking script with the following command" in log and "/opt/venv/bin/python train_unity.py" in log  # the toolkit in the image
     assert subprocess.run(["docker", "container", "inspect", f"rlrunner-{record['run_id']}"], capture_output=True, check=False).returncode != 0
+
+
+def test_image_run_command_mounts_the_run_dir_and_passes_variables_by_name(tmp_path: Path) -> None:
+    from rlrunner.backends.image import docker_run_command
+    from rlrunner.contract.run_dir import RunDir
+
+    experiment, document = load_spec(player_build_spec(tmp_path), QUICK, environ={})
+    job = plan(experiment.on_this_machine(), spec_dir=document.base_dir)
+    command, env = docker_run_command(RunDir(tmp_path / "run"), job, "rlrunner:test", name="n", job_name="j", base={"PATH": "/bin"})
+    assert command[:2] == ["docker", "run"] and command[-2:] == ["rlrunner:test", "train"]
+    assert f"{tmp_path / 'run'}:/opt/ml" in command and f"{tmp_path / 'build'}:/opt/ml/input/data/train:ro" in command
+    assert command[command.index("--network") + 1] == "host" and "algo-1:127.0.0.1" in command
+    assert all(not value.startswith("RLRUNNER_EXPERIMENT=") for value in command)  # values travel in the client's environment
+    assert env["PATH"] == "/bin" and env["TRAINING_JOB_NAME"] == "j" and set(job.environment) <= set(env)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--hosts", "2"], "--image: runs one host (drop --hosts)"),
+        (["--set", "compute.instance_type=ml.c5.xlarge", "--no-local"], "--image: only with a local run"),
+    ],
+)
+def test_image_run_usage_errors_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
+    local = [] if "--no-local" in extra else ["--local"]
+    args = ["run", str(BASIC_PPO), *local, "--image", "rlrunner:test", "--run-dir", str(tmp_path / "run"), *[e for e in extra if e != "--no-local"]]
+    result = subprocess.run([sys.executable, "-m", "rlrunner.cli", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(message) and "Traceback" not in result.stderr
