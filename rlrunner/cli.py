@@ -275,7 +275,12 @@ def print_evaluation(result: dict[str, Any], written: Path) -> None:
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=6.0, show_default=True, help="Largest request body accepted.")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
-def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool) -> None:
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds to send a request head.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to send a request body.")
+@click.option("--max-connections", type=click.IntRange(1, 10000), default=32, show_default=True, help="Requests served at once (more: 503).")
+def serve(
+    path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool, header_timeout: float, body_timeout: float, max_connections: int
+) -> None:
     """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
     from rlrunner.contract.model_dir import locate_model_dir
     from rlrunner.policy import check_model_dir
@@ -284,8 +289,9 @@ def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, ac
 
     model_dir = check_model_dir(locate_model_dir(path))
     options = ServeOptions(
-        model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log
-    )
+        model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log,
+        header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
+    )  # fmt: skip
     run_server(options)
 
 
