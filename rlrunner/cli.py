@@ -526,12 +526,16 @@ def print_sweep_table(rows: list[dict[str, Any]], output: str) -> None:
         emit_json(rows)
         return
     total = sum(row["estimated_cost_usd"] or 0.0 for row in rows)
+    unpriced = sorted({row["instance_type"] for row in rows if row["estimated_cost_usd"] is None and row["instance_type"] != "local"})
     click.echo(f"{'point':>5}  {'run id':<10}  {'instance':<18}  {'cost (USD, max)':>15}  values")
     for row in rows:
-        cost = "-" if row["estimated_cost_usd"] is None else f"{row['estimated_cost_usd']:.2f}"
+        cost = f"{row['estimated_cost_usd']:.2f}" if row["estimated_cost_usd"] is not None else ("-" if row["instance_type"] == "local" else "unknown price")
         values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
         click.echo(f"{row['index']:>5}  {row['run_id']:<10}  {row['instance_count']} x {row['instance_type']:<14}  {cost:>15}  {values}")
-    click.echo(f"{len(rows)} points valid; estimated cost at most {total:.2f} USD (list prices x max_run)")
+    if unpriced:
+        click.echo(f"{len(rows)} points valid; estimated cost unknown: no price known for {', '.join(unpriced)} (priced points: at most {total:.2f} USD)")
+    else:
+        click.echo(f"{len(rows)} points valid; estimated cost at most {total:.2f} USD (list prices x max_run)")
 
 
 def print_sweep_summary(summary: dict[str, Any], folder: Path) -> None:

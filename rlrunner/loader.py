@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rlrunner.contract.errors import InvalidSpecError
+from rlrunner.envs.registry import BUNDLED_ENVIRONMENTS, MLAGENTS_REGISTRY_NAMES, known_environment
 from rlrunner.hyperparameters import MANAGED, RENAMED
 from rlrunner.schema import (
     ALGORITHM_CLASSES,
@@ -460,6 +461,16 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
                 problems.append(
                     Problem(document.location_of(path), dotted(path), f"file {folder / filename} does not exist")
                 )
+    name = spec.environment.name
+    if name is not None and not known_environment(name):
+        known = sorted(set(BUNDLED_ENVIRONMENTS) | MLAGENTS_REGISTRY_NAMES)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+        field = ("environment", "name")
+        problems.append(
+            Problem(document.location_of(field), dotted(field), f"{name!r} is neither bundled nor in ML-Agents' registry{hint}; "
+                    "for your own build give environment.binary")
+        )  # fmt: skip
     binary = spec.environment.binary
     if binary is not None and not spec.environment.binary_on_s3:
         resolved = document.base_dir / binary

@@ -636,6 +636,42 @@ HOSTILE = [
         "{f}:15:14: compute.tags.aws:x: uses a reserved prefix (aws:, rlrunner:)",
     ),
     (
+        "instance-type-unknown",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.banana.huge"),
+        [],
+        "{f}:12:18: compute.instance_type: 'ml.banana.huge' is not a SageMaker training instance type (rlrunner/instance_types.json)",
+    ),
+    (
+        "instance-type-hosting-only-for-training",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.large"),
+        [],
+        "{f}:12:18: compute.instance_type: 'ml.c5.large' is not a SageMaker training instance type (rlrunner/instance_types.json); did you mean 'ml.c5.xlarge'?",
+    ),
+    (
+        "instance-type-deploy-typo",
+        BASE + "deploy:\n  instance_type: ml.c5.2xlarg\n",
+        [],
+        "{f}:14:18: deploy.instance_type: 'ml.c5.2xlarg' is not a SageMaker hosting instance type (rlrunner/instance_types.json); did you mean 'ml.c5.2xlarge'?",
+    ),
+    (
+        "instance-type-set",
+        BASE,
+        ["compute.instance_type=ml.p9.mega"],
+        "--set compute.instance_type=ml.p9.mega:1:23: compute.instance_type: 'ml.p9.mega' is not a SageMaker training instance type (rlrunner/instance_types.json)",
+    ),
+    (
+        "environment-name-typo",
+        replace("  name: Basic", "  name: Basicc"),
+        [],
+        "{f}:3:9: environment.name: 'Basicc' is neither bundled nor in ML-Agents' registry (did you mean 'Basic'?); for your own build give environment.binary",
+    ),
+    (
+        "environment-name-registry-typo",
+        replace("  name: Basic", "  name: 3DBal"),
+        [],
+        "{f}:3:9: environment.name: '3DBal' is neither bundled nor in ML-Agents' registry (did you mean '3DBall'?); for your own build give environment.binary",
+    ),
+    (
         "sweep-value-at-item",
         BASE + "sweep:\n  parameters:\n    algorithm.hyperparameters.lr: [0.1, -1]\n",
         [],
@@ -704,3 +740,25 @@ def test_hostile_input_under_a_1_gib_address_space_limit(tmp_path: Path, name: s
         assert result.returncode == 3, result.stderr
         assert result.stderr.strip() == expected.format(f=spec)
     assert sorted(tmp_path.iterdir()) == [spec]
+
+
+def test_a_registry_name_validates_offline_and_an_unpriced_type_says_unknown_price(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        replace("  name: Basic", "  name: 3DBall").replace("instance_type: ml.c5.2xlarge", "instance_type: ml.r5.large")
+        + "sweep:\n  parameters:\n    compute.instance_type: [ml.c5.xlarge, ml.r5.large]\n"
+    )
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[-2:] == ["4.90", "compute.instance_type=ml.c5.xlarge"]
+    assert "unknown price  compute.instance_type=ml.r5.large" in lines[2]
+    assert lines[3] == "2 points valid; estimated cost unknown: no price known for ml.r5.large (priced points: at most 4.90 USD)"
+
+
+def test_the_instance_type_table_names_its_date_and_source() -> None:
+    from rlrunner.instance_types import load_instance_types
+
+    table = load_instance_types()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", table["date"]) and table["source"].startswith("botocore ")
+    assert "ml.c5.2xlarge" in table["training"] and "ml.c5.large" not in table["training"] and "ml.c5.large" in table["hosting"]
