@@ -43,7 +43,7 @@ class EnvironmentSpec(Frozen):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")] | None = None
     """ML-Agents registry name such as `Basic`: rlrunner's bundled registry first, then ML-Agents' default one."""
-    binary: str | None = None
+    binary: Annotated[str, Field(min_length=1)] | None = None
     """Linux player build: a local path or an `s3://` URI (on SageMaker it arrives in the `train` channel)."""
     no_graphics: bool = True
     """Run the player without rendering (`-nographics -batchmode`)."""
@@ -453,7 +453,7 @@ class ExperimentSpec(Frozen):
     """Experiment name: letters, digits and hyphens, at most 39 characters (it prefixes SageMaker job names)."""
     description: str = ""
     """Free text."""
-    source_dir: str | None = None
+    source_dir: Annotated[str, Field(min_length=1)] | None = None
     """Folder (relative to the spec file) with custom code such as RLModules; uploaded with the job."""
     environment: EnvironmentSpec
     """The Unity environment."""

@@ -762,3 +762,92 @@ def test_the_instance_type_table_names_its_date_and_source() -> None:
     table = load_instance_types()
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", table["date"]) and table["source"].startswith("botocore ")
     assert "ml.c5.2xlarge" in table["training"] and "ml.c5.large" not in table["training"] and "ml.c5.large" in table["hosting"]
+
+
+# --- paths are contained ------------------------------------------------------------------------------
+
+GAME = "name: game\nenvironment:\n  binary: {binary}\nalgorithm:\n  name: PPO\ntraining:\n  stop:\n    iterations: 1\n"
+
+
+def path_cases(root: Path) -> dict[str, tuple[str, str]]:
+    """id -> (spec text in root/project/experiments, expected stderr with {d} for that folder)."""
+    (root / "project" / "experiments" / "build").mkdir(parents=True)
+    for build in (root / "Game.x86_64", root / "project" / "experiments" / "build" / "Game.x86_64"):
+        build.write_text("#!/bin/sh\n")
+    inside = "build/Game.x86_64"
+    return {
+        "binary-is-a-folder": (GAME.format(binary="/tmp"), "{d}/spec.yaml:3:11: environment.binary: /tmp is a folder, not the player executable"),
+        "binary-is-the-spec-folder": (GAME.format(binary="."), "{d}/spec.yaml:3:11: environment.binary: {d} is a folder, not the player executable"),
+        "binary-empty": (GAME.format(binary="''"), "{d}/spec.yaml:3:11: environment.binary: String should have at least 1 character (got '')"),
+        "binary-in-the-root-folder": (
+            GAME.format(binary="/Game.x86_64"),
+            "{d}/spec.yaml:3:11: environment.binary: file /Game.x86_64 does not exist",
+        ),
+        "binary-above-the-project": (
+            GAME.format(binary="../../Game.x86_64"),
+            f"{{d}}/spec.yaml:3:11: environment.binary: the build's folder {root} is a folder above the spec's own ({{d}}): keep it in a folder of its own",
+        ),
+        "source-dir-parent": (
+            GAME.format(binary=inside) + "source_dir: ..\n",
+            f"{{d}}/spec.yaml:9:13: source_dir: folder {root / 'project'} is a folder above the spec's own ({{d}}): keep it in a folder of its own",
+        ),
+        "source-dir-root": (
+            GAME.format(binary=inside) + "source_dir: /\n",
+            "{d}/spec.yaml:9:13: source_dir: folder / is the root folder: far too much to upload",
+        ),
+        "source-dir-home": (
+            GAME.format(binary=inside) + f"source_dir: {Path.home()}\n",
+            f"{{d}}/spec.yaml:9:13: source_dir: folder {Path.home().resolve()} is the home folder: far too much to upload",
+        ),
+        "source-dir-empty": (GAME.format(binary=inside) + "source_dir: ''\n", "{d}/spec.yaml:9:13: source_dir: String should have at least 1 character (got '')"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "binary-is-a-folder", "binary-is-the-spec-folder", "binary-empty", "binary-in-the-root-folder", "binary-above-the-project",
+    "source-dir-parent", "source-dir-root", "source-dir-home", "source-dir-empty",
+])  # fmt: skip
+def test_paths_outside_the_project_are_refused_before_anything_is_copied(tmp_path: Path, case: str) -> None:
+    text, expected = path_cases(tmp_path)[case]
+    folder = tmp_path / "project" / "experiments"
+    (folder / "spec.yaml").write_text(text)
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(main, ["plan", str(folder / "spec.yaml")])
+    assert result.exit_code == 3, result.output
+    assert result.stderr.strip() == expected.format(d=folder)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_folders_over_the_size_limit_name_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rlrunner.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_SOURCE_DIR_BYTES", 1000)
+    monkeypatch.setattr(loader, "MAX_BUILD_FOLDER_BYTES", 5000)
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "Game.x86_64").write_bytes(b"\0" * 6000)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "data.bin").write_bytes(b"\0" * 2000)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GAME.format(binary="build/Game.x86_64") + "source_dir: models\n")
+    with pytest.raises(SpecError) as error:
+        load_spec(spec)
+    assert [str(p) for p in error.value.problems] == [
+        f"{spec}:9:13: source_dir: folder {tmp_path / 'models'} holds more than 1,000 bytes (the limit); nothing was copied or uploaded",
+        f"{spec}:3:11: environment.binary: the build's folder {tmp_path / 'build'} holds more than 5,000 bytes (the limit); nothing was copied or uploaded",
+    ]
+
+
+def test_run_dir_inside_source_dir_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "Game.x86_64").write_text("#!/bin/sh\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GAME.format(binary="Game.x86_64") + "source_dir: .\n")
+    monkeypatch.chdir(tmp_path)  # the default run dir, runs/<name>-<id>, lies inside source_dir
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(main, ["run", str(spec), "--local"])
+    assert result.exit_code == 3, result.output
+    assert re.fullmatch(
+        rf"source_dir: folder {re.escape(str(tmp_path))} contains the run directory runs/game-[0-9a-f]{{10}} \(the job would copy it into itself\); "
+        r"give source_dir a folder of its own, or pick another --run-dir\n",
+        result.stderr,
+    ), result.stderr
+    assert sorted(tmp_path.rglob("*")) == before

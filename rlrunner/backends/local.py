@@ -43,6 +43,7 @@ from rlrunner.contract.run_dir import (
     MetricsTable,
     RunDir,
     atomic_write_json,
+    check_outside_sources,
     check_run_dir,
     default_run_dir,
     update_record,
@@ -75,6 +76,7 @@ what SageMaker gives a stopped job."""
 def prepare_run_dir(run: RunDir, spec: ExperimentSpec, plan: JobPlan, *, spec_dir: Path, resume: bool) -> dict[str, Any]:
     """Lay out the /opt/ml tree and the run files; return the run record (run.json)."""
     check_run_dir(run, spec.spec_hash, resume=resume, record_file=RUN_FILE)
+    check_outside_sources(run, plan.estimator.get("dependencies", []))
     run.make()
     run.failure.unlink(missing_ok=True)
     lay_out_host(run, plan)

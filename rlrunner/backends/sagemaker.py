@@ -44,6 +44,7 @@ from rlrunner.contract.run_dir import (
     MetricsTable,
     RunDir,
     atomic_write_json,
+    check_outside_sources,
     check_run_dir,
     read_json,
     recorded_runs,
@@ -302,6 +303,7 @@ def submit(
 ) -> SubmittedJob:
     """Start the plan as a SageMaker training job (raises AwsError: exit 4); with `wait`, follow it and fetch the model."""
     check_run_dir(RunDir(run_dir), spec.spec_hash, resume=resume, record_file=JOB_FILE)
+    check_outside_sources(RunDir(run_dir), job.estimator.get("dependencies", []))
     ctx = (session_factory or aws.connect)()
     s3 = ctx.client("s3")
     job_name = make_job_name(str(job.estimator["base_job_name"]), dt.datetime.now(dt.UTC))
