@@ -215,7 +215,9 @@ def submit_to_sagemaker(
 @click.option("--greedy/--stochastic", default=True, help="Greedy actions (default) or actions sampled from the policy.")
 @click.option("--seed", type=int, default=None, help="Seed of the player and of sampled actions.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
-def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, output: str) -> None:
+@click.option("--env", "env_name", default=None, metavar="NAME", help="Play this bundled or ML-Agents registry environment.")
+@click.option("--binary", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Play this player build.")
+def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, output: str, env_name: str | None, binary: Path | None) -> None:
     """Play the exported policy in the experiment's environment; write evaluation.json into the run dir (or model dir)."""
     from rlrunner.contract.model_dir import EVALUATION_FILE, locate_model_dir
     from rlrunner.contract.run_dir import atomic_write_json
@@ -225,6 +227,7 @@ def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, o
     # The evaluation plays through the container side's env creator, in a process of its own (as a run does).
     command = [sys.executable, "-m", "rlrunner.entry.evaluate", str(model_dir), "--greedy" if greedy else "--stochastic"]
     command += [*(["--episodes", str(episodes)] if episodes else []), *(["--seed", str(seed)] if seed is not None else [])]
+    command += [*(["--env", env_name] if env_name else []), *(["--binary", str(binary.resolve())] if binary else [])]
     finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if finished.returncode != 0:
         sys.exit(finished.returncode)  # the evaluation printed its one-line reason
