@@ -373,6 +373,10 @@ def apply_overrides(document: Document, overrides: Sequence[str]) -> list[Proble
             )
             continue
         where = Location(source, 1, len(key) + 2)
+        if len(override) > MAX_FILE_BYTES or key.count(".") >= MAX_DEPTH:
+            too = f"longer than {MAX_FILE_BYTES:,} characters" if len(override) > MAX_FILE_BYTES else f"deeper than {MAX_DEPTH} levels"
+            problems.append(Problem(Location(source[:80] + ("…" if len(source) > 80 else ""), 1, 1), "", f"the override is {too} (the limit)"))
+            continue
         try:
             value = parse_value(raw, where) if raw.strip() else None
         except SpecError as error:

@@ -629,6 +629,8 @@ HOSTILE = [
     ("set-tag", BASE, ["name=!!python/name:os.system"], "--set name=!!python/name:os.system:1:6: name: value is not valid YAML: YAML tags are not allowed (got !!python/name:os.system); quote a value to make it a string"),
     ("set-deep", BASE, ["environment.player_args=" + "[" * 5000 + "]" * 5000], "--set environment.player_args=" + "[" * 5000 + "]" * 5000 + ":1:25: environment.player_args: value is not valid YAML: nested more than 32 levels deep (the limit)"),
     ("set-inf", BASE, ["algorithm.hyperparameters.lr=.inf"], "--set algorithm.hyperparameters.lr=.inf:1:30: algorithm.hyperparameters.lr: must be a finite number or a list (got inf)"),
+    ("set-key-too-deep", BASE, [".".join(["a"] * 40) + "=1"], "--set " + ("a." * 40)[:74] + "…:1:1: the override is deeper than 32 levels (the limit)"),
+    ("set-value-too-long", BASE, ["name=" + "x" * 300_000], "--set name=" + "x" * 69 + "…:1:1: the override is longer than 262,144 characters (the limit)"),
     (
         "tag-key-reserved",
         replace("  instance_type: ml.c5.2xlarge", "  instance_type: ml.c5.2xlarge\n  tags:\n    team: a\n    'aws:x': b"),
