@@ -258,7 +258,9 @@ def submit_to_sagemaker(
 @click.option("--greedy/--stochastic", default=True, help="Greedy actions (default) or actions sampled from the policy.")
 @click.option("--seed", type=int, default=None, help="Seed of the player and of sampled actions.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
-def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, output: str) -> None:
+@click.option("--env", "env_name", default=None, metavar="NAME", help="Play this bundled or ML-Agents registry environment.")
+@click.option("--binary", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Play this player build.")
+def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, output: str, env_name: str | None, binary: Path | None) -> None:
     """Play the exported policy in the experiment's environment; write evaluation.json into the run dir (or model dir)."""
     from rlrunner.contract.model_dir import EVALUATION_FILE, locate_model_dir
     from rlrunner.contract.run_dir import atomic_write_json
@@ -268,6 +270,7 @@ def evaluate(path: Path, episodes: int | None, greedy: bool, seed: int | None, o
     # The evaluation plays through the container side's env creator, in a process of its own (as a run does).
     command = [sys.executable, "-m", "rlrunner.entry.evaluate", str(model_dir), "--greedy" if greedy else "--stochastic"]
     command += [*(["--episodes", str(episodes)] if episodes else []), *(["--seed", str(seed)] if seed is not None else [])]
+    command += [*(["--env", env_name] if env_name else []), *(["--binary", str(binary.resolve())] if binary else [])]
     finished = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if finished.returncode != 0:
         sys.exit(finished.returncode)  # the evaluation printed its one-line reason
@@ -338,7 +341,12 @@ def print_evaluation(result: dict[str, Any], written: Path) -> None:
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=6.0, show_default=True, help="Largest request body accepted.")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--access-log/--no-access-log", default=False, help="Log every request.")
-def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool) -> None:
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds to send a request head.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to send a request body.")
+@click.option("--max-connections", type=click.IntRange(1, 10000), default=32, show_default=True, help="Requests served at once (more: 503).")
+def serve(
+    path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool, header_timeout: float, body_timeout: float, max_connections: int
+) -> None:
     """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
     from rlrunner.contract.model_dir import locate_model_dir
     from rlrunner.policy import check_model_dir
@@ -347,8 +355,9 @@ def serve(path: Path, host: str, port: int, max_body_mb: float, threads: int, ac
 
     model_dir = check_model_dir(locate_model_dir(path))
     options = ServeOptions(
-        model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log
-    )
+        model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log,
+        header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
+    )  # fmt: skip
     run_server(options)
 
 
@@ -643,12 +652,16 @@ def print_sweep_table(rows: list[dict[str, Any]], output: str) -> None:
         emit_json(rows)
         return
     total = sum(row["estimated_cost_usd"] or 0.0 for row in rows)
+    unpriced = sorted({row["instance_type"] for row in rows if row["estimated_cost_usd"] is None and row["instance_type"] != "local"})
     click.echo(f"{'point':>5}  {'run id':<10}  {'instance':<18}  {'cost (USD, max)':>15}  values")
     for row in rows:
-        cost = "-" if row["estimated_cost_usd"] is None else f"{row['estimated_cost_usd']:.2f}"
+        cost = f"{row['estimated_cost_usd']:.2f}" if row["estimated_cost_usd"] is not None else ("-" if row["instance_type"] == "local" else "unknown price")
         values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
         click.echo(f"{row['index']:>5}  {row['run_id']:<10}  {row['instance_count']} x {row['instance_type']:<14}  {cost:>15}  {values}")
-    click.echo(f"{len(rows)} points valid; estimated cost at most {total:.2f} USD (list prices x max_run)")
+    if unpriced:
+        click.echo(f"{len(rows)} points valid; estimated cost unknown: no price known for {', '.join(unpriced)} (priced points: at most {total:.2f} USD)")
+    else:
+        click.echo(f"{len(rows)} points valid; estimated cost at most {total:.2f} USD (list prices x max_run)")
 
 
 def print_sweep_summary(summary: dict[str, Any], folder: Path) -> None:

@@ -5,6 +5,7 @@ Every problem is reported as `FILE:LINE:COL: dotted.path: message`, all of them 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -19,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rlrunner.contract.errors import InvalidSpecError
+from rlrunner.envs.registry import BUNDLED_ENVIRONMENTS, MLAGENTS_REGISTRY_NAMES, known_environment
 from rlrunner.hyperparameters import MANAGED, RENAMED
 from rlrunner.schema import (
     ALGORITHM_CLASSES,
@@ -371,6 +373,10 @@ def apply_overrides(document: Document, overrides: Sequence[str]) -> list[Proble
             )
             continue
         where = Location(source, 1, len(key) + 2)
+        if len(override) > MAX_FILE_BYTES or key.count(".") >= MAX_DEPTH:
+            too = f"longer than {MAX_FILE_BYTES:,} characters" if len(override) > MAX_FILE_BYTES else f"deeper than {MAX_DEPTH} levels"
+            problems.append(Problem(Location(source[:80] + ("…" if len(source) > 80 else ""), 1, 1), "", f"the override is {too} (the limit)"))
+            continue
         try:
             value = parse_value(raw, where) if raw.strip() else None
         except SpecError as error:
@@ -444,8 +450,36 @@ def validate_document(document: Document) -> ExperimentSpec:
     return spec
 
 
+MAX_SOURCE_DIR_BYTES = 100 * 1024 * 1024
+"""source_dir (copied and uploaded with every job) holds at most 100 MiB."""
+MAX_BUILD_FOLDER_BYTES = 4 * 1024 * 1024 * 1024
+"""The folder of a local environment.binary (uploaded as the `train` channel) holds at most 4 GiB."""
+MAX_FOLDER_FILES = 100_000
+"""Either folder holds at most 100,000 files."""
+
+
+def folder_problem(folder: Path, spec_dir: Path, what: str, limit: int) -> str | None:
+    """Why `folder` must not be copied or uploaded: too broad (/, home, above the spec's folder) or too large."""
+    folder, spec_dir, home = folder.resolve(), spec_dir.resolve(), Path.home().resolve()
+    if folder == Path(folder.anchor) or folder == home:
+        return f"{what} {folder} is {'the root folder' if folder == Path(folder.anchor) else 'the home folder'}: far too much to upload"
+    if folder in spec_dir.parents:
+        return f"{what} {folder} is a folder above the spec's own ({spec_dir}): keep it in a folder of its own"
+    size = files = 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for name in names:
+            files += 1
+            with contextlib.suppress(OSError):
+                size += os.lstat(os.path.join(root, name)).st_size
+            if size > limit or files > MAX_FOLDER_FILES:
+                over = f"more than {limit:,} bytes" if size > limit else f"more than {MAX_FOLDER_FILES:,} files"
+                return f"{what} {folder} holds {over} (the limit); nothing was copied or uploaded"
+    return None
+
+
 def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
-    """Check that the files a spec names exist (source dir, custom module, local binary)."""
+    """Check the files a spec names: they exist, are what they should be, and are safe to copy and upload."""
     problems: list[Problem] = []
     if spec.source_dir is not None:
         folder = document.base_dir / spec.source_dir
@@ -453,6 +487,8 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
             problems.append(
                 Problem(document.location_of(("source_dir",)), "source_dir", f"folder {folder} does not exist")
             )
+        elif problem := folder_problem(folder, document.base_dir, "folder", MAX_SOURCE_DIR_BYTES):
+            problems.append(Problem(document.location_of(("source_dir",)), "source_dir", problem))
         elif spec.algorithm.model.module:
             filename = spec.algorithm.model.module.split(":")[0].replace(".", "/") + ".py"
             if not (folder / filename).is_file():
@@ -460,12 +496,26 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
                 problems.append(
                     Problem(document.location_of(path), dotted(path), f"file {folder / filename} does not exist")
                 )
+    name = spec.environment.name
+    if name is not None and not known_environment(name):
+        known = sorted(set(BUNDLED_ENVIRONMENTS) | MLAGENTS_REGISTRY_NAMES)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+        field = ("environment", "name")
+        problems.append(
+            Problem(document.location_of(field), dotted(field), f"{name!r} is neither bundled nor in ML-Agents' registry{hint}; "
+                    "for your own build give environment.binary")
+        )  # fmt: skip
     binary = spec.environment.binary
     if binary is not None and not spec.environment.binary_on_s3:
         resolved = document.base_dir / binary
+        field = ("environment", "binary")
         if not resolved.exists():
-            field = ("environment", "binary")
             problems.append(Problem(document.location_of(field), dotted(field), f"file {resolved} does not exist"))
+        elif not resolved.is_file():
+            problems.append(Problem(document.location_of(field), dotted(field), f"{resolved} is a folder, not the player executable"))
+        elif problem := folder_problem(resolved.parent, document.base_dir, "the build's folder", MAX_BUILD_FOLDER_BYTES):
+            problems.append(Problem(document.location_of(field), dotted(field), problem))
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import math
 import re
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, Strict, create_model, model_validator
 
 from rlrunner.hyperparameters import ALGORITHMS, RANGES, load_table
+from rlrunner.instance_types import hosting_types, training_types
 
 NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$"
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"
 ROLE_ARN_PATTERN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@\-/]+$"
-INSTANCE_TYPE_PATTERN = r"^(local|ml\.[a-z0-9]+\.[a-z0-9]+)$"
+INSTANCE_TYPE_PATTERN = r"^(local|ml\.[a-z0-9-]+\.[a-z0-9]+)$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 TAG_PATTERN = r"^[\w\s.:/=+\-@]*$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -39,7 +41,7 @@ class EnvironmentSpec(Frozen):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")] | None = None
     """ML-Agents registry name such as `Basic`: rlrunner's bundled registry first, then ML-Agents' default one."""
-    binary: str | None = None
+    binary: Annotated[str, Field(min_length=1)] | None = None
     """Linux player build: a local path or an `s3://` URI (on SageMaker it arrives in the `train` channel)."""
     no_graphics: bool = True
     """Run the player without rendering (`-nographics -batchmode`)."""
@@ -276,6 +278,20 @@ class ClusterSpec(Frozen):
     """Seconds a host waits for an unreachable first host before it gives up with exit 4."""
 
 
+def _instance_type_check(kind: str, known: Any) -> Any:
+    def check(value: str) -> str:
+        if value == "local" and kind == "training":
+            return value
+        types = known()
+        if value not in types:
+            close = difflib.get_close_matches(value, sorted(types), n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{value!r} is not a SageMaker {kind} instance type (rlrunner/instance_types.json){hint}")
+        return value
+
+    return AfterValidator(check)
+
+
 def _not_reserved_tag(key: str) -> str:
     if key.lower().startswith(("aws:", RESERVED_TAG_PREFIX)):
         raise ValueError(f"uses a reserved prefix (aws:, {RESERVED_TAG_PREFIX})")
@@ -291,7 +307,7 @@ def _not_reserved_variable(key: str) -> str:
 class ComputeSpec(Frozen):
     """Where training runs."""
 
-    instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)] = "local"
+    instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN), _instance_type_check("training", training_types)] = "local"
     """SageMaker instance type such as `ml.c5.2xlarge`, or `local` for this machine."""
     instance_count: Annotated[int, Field(ge=1, le=100)] = 1
     """Number of instances (more than one forms a Ray cluster)."""
@@ -350,7 +366,7 @@ class ComputeSpec(Frozen):
 class DeploySpec(Frozen):
     """The SageMaker endpoint that serves the trained policy."""
 
-    instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")] = "ml.c5.large"
+    instance_type: Annotated[str, Field(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"), _instance_type_check("hosting", hosting_types)] = "ml.c5.large"
     """Endpoint instance type."""
     instance_count: Annotated[int, Field(ge=1, le=100)] = 1
     """Endpoint instance count."""
@@ -437,7 +453,7 @@ class ExperimentSpec(Frozen):
     """Experiment name: letters, digits and hyphens, at most 39 characters (it prefixes SageMaker job names)."""
     description: str = ""
     """Free text."""
-    source_dir: str | None = None
+    source_dir: Annotated[str, Field(min_length=1)] | None = None
     """Folder (relative to the spec file) with custom code such as RLModules; uploaded with the job."""
     environment: EnvironmentSpec
     """The Unity environment."""

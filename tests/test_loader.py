@@ -629,11 +629,49 @@ HOSTILE = [
     ("set-tag", BASE, ["name=!!python/name:os.system"], "--set name=!!python/name:os.system:1:6: name: value is not valid YAML: YAML tags are not allowed (got !!python/name:os.system); quote a value to make it a string"),
     ("set-deep", BASE, ["environment.player_args=" + "[" * 5000 + "]" * 5000], "--set environment.player_args=" + "[" * 5000 + "]" * 5000 + ":1:25: environment.player_args: value is not valid YAML: nested more than 32 levels deep (the limit)"),
     ("set-inf", BASE, ["algorithm.hyperparameters.lr=.inf"], "--set algorithm.hyperparameters.lr=.inf:1:30: algorithm.hyperparameters.lr: must be a finite number or a list (got inf)"),
+    ("set-key-too-deep", BASE, [".".join(["a"] * 40) + "=1"], "--set " + ("a." * 40)[:74] + "…:1:1: the override is deeper than 32 levels (the limit)"),
+    ("set-value-too-long", BASE, ["name=" + "x" * 300_000], "--set name=" + "x" * 69 + "…:1:1: the override is longer than 262,144 characters (the limit)"),
     (
         "tag-key-reserved",
         replace("  instance_type: ml.c5.2xlarge", "  instance_type: ml.c5.2xlarge\n  tags:\n    team: a\n    'aws:x': b"),
         [],
         "{f}:15:14: compute.tags.aws:x: uses a reserved prefix (aws:, rlrunner:)",
+    ),
+    (
+        "instance-type-unknown",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.banana.huge"),
+        [],
+        "{f}:12:18: compute.instance_type: 'ml.banana.huge' is not a SageMaker training instance type (rlrunner/instance_types.json)",
+    ),
+    (
+        "instance-type-hosting-only-for-training",
+        replace("instance_type: ml.c5.2xlarge", "instance_type: ml.c5.large"),
+        [],
+        "{f}:12:18: compute.instance_type: 'ml.c5.large' is not a SageMaker training instance type (rlrunner/instance_types.json); did you mean 'ml.c5.xlarge'?",
+    ),
+    (
+        "instance-type-deploy-typo",
+        BASE + "deploy:\n  instance_type: ml.c5.2xlarg\n",
+        [],
+        "{f}:14:18: deploy.instance_type: 'ml.c5.2xlarg' is not a SageMaker hosting instance type (rlrunner/instance_types.json); did you mean 'ml.c5.2xlarge'?",
+    ),
+    (
+        "instance-type-set",
+        BASE,
+        ["compute.instance_type=ml.p9.mega"],
+        "--set compute.instance_type=ml.p9.mega:1:23: compute.instance_type: 'ml.p9.mega' is not a SageMaker training instance type (rlrunner/instance_types.json)",
+    ),
+    (
+        "environment-name-typo",
+        replace("  name: Basic", "  name: Basicc"),
+        [],
+        "{f}:3:9: environment.name: 'Basicc' is neither bundled nor in ML-Agents' registry (did you mean 'Basic'?); for your own build give environment.binary",
+    ),
+    (
+        "environment-name-registry-typo",
+        replace("  name: Basic", "  name: 3DBal"),
+        [],
+        "{f}:3:9: environment.name: '3DBal' is neither bundled nor in ML-Agents' registry (did you mean '3DBall'?); for your own build give environment.binary",
     ),
     (
         "sweep-value-at-item",
@@ -704,3 +742,114 @@ def test_hostile_input_under_a_1_gib_address_space_limit(tmp_path: Path, name: s
         assert result.returncode == 3, result.stderr
         assert result.stderr.strip() == expected.format(f=spec)
     assert sorted(tmp_path.iterdir()) == [spec]
+
+
+def test_a_registry_name_validates_offline_and_an_unpriced_type_says_unknown_price(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        replace("  name: Basic", "  name: 3DBall").replace("instance_type: ml.c5.2xlarge", "instance_type: ml.r5.large")
+        + "sweep:\n  parameters:\n    compute.instance_type: [ml.c5.xlarge, ml.r5.large]\n"
+    )
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[-2:] == ["4.90", "compute.instance_type=ml.c5.xlarge"]
+    assert "unknown price  compute.instance_type=ml.r5.large" in lines[2]
+    assert lines[3] == "2 points valid; estimated cost unknown: no price known for ml.r5.large (priced points: at most 4.90 USD)"
+
+
+def test_the_instance_type_table_names_its_date_and_source() -> None:
+    from rlrunner.instance_types import load_instance_types
+
+    table = load_instance_types()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", table["date"]) and table["source"].startswith("botocore ")
+    assert "ml.c5.2xlarge" in table["training"] and "ml.c5.large" not in table["training"] and "ml.c5.large" in table["hosting"]
+
+
+# --- paths are contained ------------------------------------------------------------------------------
+
+GAME = "name: game\nenvironment:\n  binary: {binary}\nalgorithm:\n  name: PPO\ntraining:\n  stop:\n    iterations: 1\n"
+
+
+def path_cases(root: Path) -> dict[str, tuple[str, str]]:
+    """id -> (spec text in root/project/experiments, expected stderr with {d} for that folder)."""
+    (root / "project" / "experiments" / "build").mkdir(parents=True)
+    for build in (root / "Game.x86_64", root / "project" / "experiments" / "build" / "Game.x86_64"):
+        build.write_text("#!/bin/sh\n")
+    inside = "build/Game.x86_64"
+    return {
+        "binary-is-a-folder": (GAME.format(binary="/tmp"), "{d}/spec.yaml:3:11: environment.binary: /tmp is a folder, not the player executable"),
+        "binary-is-the-spec-folder": (GAME.format(binary="."), "{d}/spec.yaml:3:11: environment.binary: {d} is a folder, not the player executable"),
+        "binary-empty": (GAME.format(binary="''"), "{d}/spec.yaml:3:11: environment.binary: String should have at least 1 character (got '')"),
+        "binary-in-the-root-folder": (
+            GAME.format(binary="/Game.x86_64"),
+            "{d}/spec.yaml:3:11: environment.binary: file /Game.x86_64 does not exist",
+        ),
+        "binary-above-the-project": (
+            GAME.format(binary="../../Game.x86_64"),
+            f"{{d}}/spec.yaml:3:11: environment.binary: the build's folder {root} is a folder above the spec's own ({{d}}): keep it in a folder of its own",
+        ),
+        "source-dir-parent": (
+            GAME.format(binary=inside) + "source_dir: ..\n",
+            f"{{d}}/spec.yaml:9:13: source_dir: folder {root / 'project'} is a folder above the spec's own ({{d}}): keep it in a folder of its own",
+        ),
+        "source-dir-root": (
+            GAME.format(binary=inside) + "source_dir: /\n",
+            "{d}/spec.yaml:9:13: source_dir: folder / is the root folder: far too much to upload",
+        ),
+        "source-dir-home": (
+            GAME.format(binary=inside) + f"source_dir: {Path.home()}\n",
+            f"{{d}}/spec.yaml:9:13: source_dir: folder {Path.home().resolve()} is the home folder: far too much to upload",
+        ),
+        "source-dir-empty": (GAME.format(binary=inside) + "source_dir: ''\n", "{d}/spec.yaml:9:13: source_dir: String should have at least 1 character (got '')"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "binary-is-a-folder", "binary-is-the-spec-folder", "binary-empty", "binary-in-the-root-folder", "binary-above-the-project",
+    "source-dir-parent", "source-dir-root", "source-dir-home", "source-dir-empty",
+])  # fmt: skip
+def test_paths_outside_the_project_are_refused_before_anything_is_copied(tmp_path: Path, case: str) -> None:
+    text, expected = path_cases(tmp_path)[case]
+    folder = tmp_path / "project" / "experiments"
+    (folder / "spec.yaml").write_text(text)
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(main, ["plan", str(folder / "spec.yaml")])
+    assert result.exit_code == 3, result.output
+    assert result.stderr.strip() == expected.format(d=folder)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_folders_over_the_size_limit_name_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rlrunner.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_SOURCE_DIR_BYTES", 1000)
+    monkeypatch.setattr(loader, "MAX_BUILD_FOLDER_BYTES", 5000)
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "Game.x86_64").write_bytes(b"\0" * 6000)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "data.bin").write_bytes(b"\0" * 2000)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GAME.format(binary="build/Game.x86_64") + "source_dir: models\n")
+    with pytest.raises(SpecError) as error:
+        load_spec(spec)
+    assert [str(p) for p in error.value.problems] == [
+        f"{spec}:9:13: source_dir: folder {tmp_path / 'models'} holds more than 1,000 bytes (the limit); nothing was copied or uploaded",
+        f"{spec}:3:11: environment.binary: the build's folder {tmp_path / 'build'} holds more than 5,000 bytes (the limit); nothing was copied or uploaded",
+    ]
+
+
+def test_run_dir_inside_source_dir_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "Game.x86_64").write_text("#!/bin/sh\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(GAME.format(binary="Game.x86_64") + "source_dir: .\n")
+    monkeypatch.chdir(tmp_path)  # the default run dir, runs/<name>-<id>, lies inside source_dir
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(main, ["run", str(spec), "--local"])
+    assert result.exit_code == 3, result.output
+    assert re.fullmatch(
+        rf"source_dir: folder {re.escape(str(tmp_path))} contains the run directory runs/game-[0-9a-f]{{10}} \(the job would copy it into itself\); "
+        r"give source_dir a folder of its own, or pick another --run-dir\n",
+        result.stderr,
+    ), result.stderr
+    assert sorted(tmp_path.rglob("*")) == before

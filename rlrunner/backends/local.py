@@ -44,6 +44,7 @@ from rlrunner.contract.run_dir import (
     MetricsTable,
     RunDir,
     atomic_write_json,
+    check_outside_sources,
     check_run_dir,
     default_run_dir,
     read_json,
@@ -85,6 +86,7 @@ def prepare_run_dir(
     identity = run_identity(spec)
     changes = check_run_dir(run, identity, resume=resume, record_file=RUN_FILE)
     previous = (read_json(run.file(RUN_FILE)) or {}) if resume else {}
+    check_outside_sources(run, plan.estimator.get("dependencies", []))
     run.make()
     run.failure.unlink(missing_ok=True)
     lay_out_host(run, plan)

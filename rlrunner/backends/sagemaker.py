@@ -45,6 +45,7 @@ from rlrunner.contract.run_dir import (
     MetricsTable,
     RunDir,
     atomic_write_json,
+    check_outside_sources,
     check_run_dir,
     read_json,
     recorded_runs,
@@ -311,6 +312,7 @@ def submit(
     """
     identity = run_identity(spec)
     changes = check_run_dir(RunDir(run_dir), identity, resume=resume, record_file=JOB_FILE)
+    check_outside_sources(RunDir(run_dir), job.estimator.get("dependencies", []))
     if changes:
         echo(f"continuing the run in {run_dir} as run {job.run_id}: {describe_changes(changes)}")
     ctx = (session_factory or aws.connect)()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlrunner.contract.errors import UsageError
+from rlrunner.contract.errors import InvalidSpecError, UsageError
 from rlrunner.contract.identity import LONGER_TRAINING, describe_changes, hash_identity, identity_changes, trains_longer
 from rlrunner.contract.metrics import METRIC_NAMES
 from rlrunner.contract.sagemaker_container import OptMl
@@ -159,6 +159,19 @@ def remove_run_dir(run: RunDir) -> None:
     if not any(run.file(name).is_file() for name in (SPEC_FILE, RUN_FILE, JOB_FILE)):
         raise UsageError(f"{run.root}: --force: not a run directory (no {SPEC_FILE}, {RUN_FILE} or {JOB_FILE}); remove it yourself")
     shutil.rmtree(run.root)
+
+
+def check_outside_sources(run: RunDir, sources: Iterable[str | Path]) -> None:
+    """The run dir must not lie inside a folder copied into (or uploaded with) the job: it would copy itself."""
+    root = run.root.resolve()
+    for source in sources:
+        folder = Path(source).resolve()
+        if root == folder or folder in root.parents:
+            raise InvalidSpecError(
+                f"folder {folder} contains the run directory {run.root} (the job would copy it into itself); "
+                "give source_dir a folder of its own, or pick another --run-dir",
+                location="source_dir",
+            )
 
 
 def write_run_files(run: RunDir, spec_data: Mapping[str, Any], spec_hash: str, spec_dir: Path) -> tuple[str, bool] | None:

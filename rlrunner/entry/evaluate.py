@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, RlrunnerError
+from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, RlrunnerError, UsageError
 from rlrunner.contract.model_dir import DEFAULT_EVALUATION_EPISODES
 from rlrunner.policy import OnnxPolicy, read_experiment
 from rlrunner.schema import EnvironmentSpec
@@ -49,7 +49,7 @@ def evaluate_policy(
     policy = OnnxPolicy.from_dir(model_dir, threads=1)
     environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
     if executable is None:
-        executable = recorded_executable(environment)
+        executable = chosen_executable(environment)
     env_config = evaluation_env_config(environment, executable, seed=seed, step_limit=step_limit)
     choose = make_chooser(policy, greedy=greedy, seed=seed)
     env = (env_factory or _make_unity_env)(env_config)
@@ -64,14 +64,41 @@ def evaluate_policy(
 
 
 def recorded_executable(environment: EnvironmentSpec) -> Path:
-    """The player of a recorded experiment on this machine: a registry name resolved, or the binary's local path."""
-    if environment.name is not None:
-        from rlrunner.envs.registry import resolve_environment
+    """The player of a recorded experiment: only the bundled or an ML-Agents registry player.
 
+    A model dir may come from elsewhere: the program its metadata names is never started unless the
+    user names it (`chosen_executable`).
+    """
+    from rlrunner.envs.registry import known_environment, resolve_environment
+
+    if environment.name is not None:
+        if not known_environment(environment.name):
+            raise UsageError(
+                f"environment.name: {environment.name!r} (from the model dir) is neither bundled nor in ML-Agents' registry; "
+                "name the player with --env NAME or --binary PATH"
+            )
         return resolve_environment(environment.name)
     if environment.binary_on_s3:
         raise UnityEnvError(f"environment.binary: {environment.binary} is on S3; evaluation needs a local player build")
-    return Path(str(environment.binary))
+    raise UsageError(
+        f"environment.binary: the model dir names the program {environment.binary}; evaluate starts a program from a model dir "
+        f"only when you name it: --binary {environment.binary} (or --env NAME for a registry player)"
+    )
+
+
+def chosen_executable(environment: EnvironmentSpec, *, env: str | None = None, binary: Path | None = None) -> Path:
+    """The player the user named (`--binary`, `--env`), else the recorded one if it is a known player."""
+    from rlrunner.envs.registry import known_environment, resolve_environment
+
+    if binary is not None:
+        if not binary.is_file():
+            raise UsageError(f"--binary {binary}: not a file")
+        return binary
+    if env is not None:
+        if not known_environment(env):
+            raise UsageError(f"--env {env}: neither bundled nor in ML-Agents' registry")
+        return resolve_environment(env)
+    return recorded_executable(environment)
 
 
 def _make_unity_env(env_config: Mapping[str, Any]) -> Any:
@@ -169,6 +196,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True, help="Greedy actions, or sampled ones.")
     parser.add_argument("--stochastic", dest="greedy", action="store_false", help="Same as --no-greedy.")
     parser.add_argument("--seed", type=int, default=None, help="Seed of the player and of sampled actions.")
+    parser.add_argument("--env", default=None, help="Play this bundled or ML-Agents registry environment.")
+    parser.add_argument("--binary", type=Path, default=None, help="Play this player build (a model dir's own is never started unnamed).")
     return parser.parse_args(argv)
 
 
@@ -180,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if episodes is None:
             training = read_experiment(args.model_dir).get("training") or {}
             episodes = int(training.get("evaluation_episodes") or DEFAULT_EVALUATION_EPISODES)
-        result = evaluate_policy(args.model_dir, episodes=episodes, greedy=args.greedy, seed=args.seed)
+        environment = EnvironmentSpec.model_validate(read_experiment(args.model_dir)["environment"])
+        executable = chosen_executable(environment, env=args.env, binary=args.binary)
+        result = evaluate_policy(args.model_dir, episodes=episodes, greedy=args.greedy, seed=args.seed, executable=executable)
     except RlrunnerError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -16,6 +16,22 @@ BUNDLED_ENVIRONMENTS: dict[str, Path] = {"Basic": _BASIC_DIR / "Basic.x86_64"}
 """Names resolved locally, mapped to the bundled player executable."""
 
 
+MLAGENTS_REGISTRY_NAMES: frozenset[str] = frozenset(
+    {
+        "3DBall", "3DBallHard", "Basic", "Bouncer", "CrawlerDynamicTarget", "CrawlerStaticTarget", "FoodCollector", "GridWorld",
+        "Hallway", "PushBlock", "Pyramids", "Reacher", "SoccerTwos", "StrikersVsGoalie", "Tennis", "VisualFoodCollector",
+        "VisualHallway", "VisualPushBlock", "VisualPyramids", "Walker", "WallJump", "WormDynamicTarget", "WormStaticTarget",
+    }
+)  # fmt: skip
+"""ML-Agents' example environments (docs/Learning-Environment-Examples.md, release 20), the names its default
+registry's manifest serves: checked offline at validate time, so a typo never reaches the network."""
+
+
+def known_environment(name: str) -> bool:
+    """Whether `name` is bundled or in ML-Agents' default registry (offline)."""
+    return name in BUNDLED_ENVIRONMENTS or name in MLAGENTS_REGISTRY_NAMES
+
+
 class EnvironmentNotFoundError(LookupError):
     """A registry name that neither rlrunner nor ML-Agents' default registry knows."""
 

@@ -7,6 +7,7 @@ JSON `{"error": ...}`; the app never lets a bad request reach a 500.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -63,8 +64,16 @@ def error_response(status: int, message: str) -> Response:
     return json_response(protocol.error_body(message), status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes, and with 408 after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise protocol.RequestError(408, f"body: not received within {timeout_s:g} s") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -81,7 +90,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(model_dir: str | Path | None = None, *, loader: Loader | None = None, max_body_bytes: int = protocol.MAX_BODY_BYTES, threads: int | None = 1) -> Starlette:
+def create_app(
+    model_dir: str | Path | None = None,
+    *,
+    loader: Loader | None = None,
+    max_body_bytes: int = protocol.MAX_BODY_BYTES,
+    threads: int | None = 1,
+    body_timeout_s: float = 30.0,
+) -> Starlette:
     """The ASGI app serving `model_dir` (or what `loader` returns), loading it in the background."""
     if loader is None:
         if model_dir is None:
@@ -102,7 +118,7 @@ def create_app(model_dir: str | Path | None = None, *, loader: Loader | None = N
         try:
             content_type = request.headers.get("content-type")
             protocol.check_content_type(content_type)  # before reading a body that is not JSON
-            body = await read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes, body_timeout_s)
             return json_response(protocol.handle(policy, body, content_type, request.query_params.get("return")))
         except protocol.RequestError as error:
             return error_response(error.status, error.message)

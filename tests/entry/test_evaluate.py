@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from policy_models import write_model_dir  # noqa: E402
 
 from rlrunner.cli import main  # noqa: E402
+from rlrunner.contract.errors import UsageError  # noqa: E402
 from rlrunner.entry.evaluate import evaluate_policy, evaluation_env_config, play_vector, recorded_executable  # noqa: E402
 from rlrunner.entry.unity_env import make_unity_env  # noqa: E402
 from rlrunner.envs import resolve_environment  # noqa: E402
@@ -136,9 +137,17 @@ def test_evaluation_env_config_adds_seed_and_a_step_limit() -> None:
     assert evaluation_env_config(recorded, executable, seed=None, step_limit=20)["environment"].max_episode_steps == 20
 
 
-def test_recorded_executable_resolves_a_name_and_keeps_a_local_binary() -> None:
+def test_recorded_executable_resolves_a_name_and_never_a_recorded_program() -> None:
     assert recorded_executable(EnvironmentSpec(name="Basic")) == resolve_environment("Basic")
-    assert recorded_executable(EnvironmentSpec(binary="/builds/Game.x86_64")) == Path("/builds/Game.x86_64")
+    with pytest.raises(UsageError) as refused:
+        recorded_executable(EnvironmentSpec(binary="/builds/Game.x86_64"))
+    assert str(refused.value) == (
+        "environment.binary: the model dir names the program /builds/Game.x86_64; evaluate starts a program from a model dir "
+        "only when you name it: --binary /builds/Game.x86_64 (or --env NAME for a registry player)"
+    )
+    with pytest.raises(UsageError) as unknown:
+        recorded_executable(EnvironmentSpec(name="Basicc"))
+    assert "is neither bundled nor in ML-Agents' registry; name the player with --env NAME or --binary PATH" in str(unknown.value)
     with pytest.raises(UnityEnvError) as excinfo:
         recorded_executable(EnvironmentSpec(binary="s3://bucket/builds/Game.x86_64"))
     assert str(excinfo.value) == (
@@ -176,3 +185,27 @@ def test_cli_evaluate_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.strip() == f"{tmp_path}: not a model dir (policy.onnx, policy.json missing)"
+
+
+def test_cli_evaluate_never_starts_a_program_named_by_a_model_dir_from_elsewhere(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    program = tmp_path / "evil.sh"
+    program.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    program.chmod(0o755)
+    model_dir = write_model_dir(tmp_path / "model", constant=RIGHT, environment={"binary": str(program)})
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "rlrunner.cli", "evaluate", str(model_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"error: environment.binary: the model dir names the program {program}; evaluate starts a program from a model dir "
+        f"only when you name it: --binary {program} (or --env NAME for a registry player)\n"
+    )
+    assert not marker.exists() and not (tmp_path / "evaluation.json").exists()
+    for args in (["--binary", str(tmp_path / "missing")], ["--env", "Basicc"]):
+        refused = CliRunner().invoke(main, ["evaluate", str(model_dir), "--episodes", "1", *args])
+        assert refused.exit_code == 2 and not marker.exists(), refused.output
+    named = CliRunner().invoke(main, ["evaluate", str(model_dir), "--episodes", "2", "--env", "Basic", "--output", "json"])
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.output)["mean"] == pytest.approx(OPTIMAL, abs=1e-6)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,3 +164,123 @@ def test_server_modules_import_no_heavy_dependency() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"  # onnxruntime too: it loads with the model, in the background
+
+
+# --- hostile clients and a busy port --------------------------------------------------------------
+
+
+def serve_command(model_dir: Path, port: int) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "rlrunner.cli", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_4(basic_model_dir: Path) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as taken:  # a plain listener
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(serve_command(basic_model_dir, port), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr == f"--port {port}: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    running = start_server(basic_model_dir)  # another rlrunner serve on the port
+    try:
+        wait_healthy(running.port)
+        second = subprocess.run(serve_command(basic_model_dir, running.port), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 4 and "Traceback" not in second.stderr and len(second.stderr.splitlines()) == 1
+        assert request(running.port, "GET", "/ping").status == 200  # the first one is unharmed
+    finally:
+        stop_server(running.process)
+
+
+def connect(port: int, head: bytes, body: bytes = b"") -> Any:
+    import socket
+
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(head + body)
+    return client
+
+
+def closed_within(client: Any, seconds: float) -> tuple[bool, bytes]:
+    """(whether the server closed the connection within `seconds`, what it sent before)."""
+    import time
+
+    received = b""
+    deadline = time.monotonic() + seconds
+    client.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = client.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return True, received
+        if not chunk:
+            return True, received
+        received += chunk
+    return False, received
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+HALF_HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: appli"
+BODY_HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 6000000\r\n\r\n"
+
+
+@pytest.mark.parametrize("head", [b"", HALF_HEAD, b"GET /ping HTTP/1.1\r\n"], ids=["silent", "half-head", "no-blank-line"])
+def test_serve_closes_a_connection_whose_head_does_not_arrive(basic_model_dir: Path, head: bytes) -> None:
+    running = start_server(basic_model_dir, "--header-timeout", "1")
+    try:
+        wait_healthy(running.port)
+        with connect(running.port, head) as client:
+            closed, _ = closed_within(client, 8)
+        assert closed
+        assert request(running.port, "GET", "/ping").status == 200
+    finally:
+        stop_server(running.process)
+
+
+def test_serve_refuses_a_body_that_does_not_arrive_in_time(basic_model_dir: Path) -> None:
+    running = start_server(basic_model_dir, "--body-timeout", "1")
+    try:
+        wait_healthy(running.port)
+        with connect(running.port, BODY_HEAD, b'{"observations": [') as client:
+            closed, received = closed_within(client, 10)
+        assert closed and received.startswith(b"HTTP/1.1 408 ")
+        assert received.endswith(b'{"error":"body: not received within 1 s"}')
+    finally:
+        stop_server(running.process)
+
+
+def test_serve_30_half_sent_bodies_hold_bounded_memory_and_connections(basic_model_dir: Path) -> None:
+    running = start_server(basic_model_dir, "--max-connections", "4", "--body-timeout", "3")
+    clients = []
+    try:
+        wait_healthy(running.port)
+        before = rss_kib(running.process.pid)
+        for _ in range(30):
+            with contextlib.suppress(OSError):  # refused once the cap is reached: that is the point
+                clients.append(connect(running.port, BODY_HEAD, b"[" + b"0.0, " * 700_000))  # 3.5 MB of 6
+        grown_mib = (rss_kib(running.process.pid) - before) / 1024
+        assert grown_mib < 40, f"the server grew by {grown_mib:.0f} MiB"
+        assert request(running.port, "GET", "/ping").status in (200, 503)  # answered at once, never hung
+        for client in clients:
+            client.close()
+        import time
+
+        deadline = time.monotonic() + 15
+        while request(running.port, "GET", "/ping").status != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert request(running.port, "GET", "/ping").status == 200  # capacity is back once they are gone
+    finally:
+        for client in clients:
+            client.close()
+        stop_server(running.process)
