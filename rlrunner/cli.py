@@ -394,7 +394,16 @@ def job_refs(reference: str | None) -> list[Any]:
 @click.option("--download/--no-download", default=True, help="Fetch the model of a completed job into its run dir if missing.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def status(reference: str | None, overrides: Sequence[str], download: bool, output: str) -> None:
-    """Show SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
+    """Show a local run dir's state, or SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
+    if reference and (Path(reference) / "run.json").is_file():
+        from rlrunner.runs import Run
+
+        row = Run.read(Path(reference)).row()
+        if output == "json":
+            emit_json(row)
+        else:
+            click.echo("\n".join(f"{key:<20} {'-' if value is None else value}" for key, value in row.items()))
+        return
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
     from rlrunner.contract.identity import run_id
