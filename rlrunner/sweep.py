@@ -301,26 +301,28 @@ def summary_csv(summary: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
-def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], path: Path) -> None:
-    """A picture comparing the points' learning curves."""
-    import matplotlib
+def curve_series(points: Iterable[SweepPoint], results: Iterable[PointResult]) -> list[dict[str, Any]]:
+    """One series per configuration: its seeds as a mean line with a min-max band."""
+    from rlrunner.runs import band
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5))
+    groups: dict[str, list[tuple[SweepPoint, PointResult]]] = {}
     for point, result in zip(points, results, strict=True):
         if result.curve:
-            steps, returns = zip(*result.curve, strict=True)
-            axes.plot(steps, returns, label=f"{point.index}: {point.label()}")
-    axes.set_xlabel("environment steps")
-    axes.set_ylabel("episode return (mean)")
-    axes.grid(alpha=0.3)
-    if axes.lines:
-        axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+            groups.setdefault(point.config_key, []).append((point, result))
+    series = []
+    for members in groups.values():
+        label = ", ".join(f"{k}={v}" for k, v in members[0][0].values.items() if k != "training.seed") or "(base spec)"
+        series.append(band(label, [point.run_id for point, _ in members], [result.curve for _, result in members]))
+    return series
+
+
+def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], path: Path) -> list[dict[str, Any]]:
+    """A picture comparing the configurations' learning curves (seeds as a mean line and a band); returns its series."""
+    from rlrunner.runs import plot_comparison
+
+    series = curve_series(points, results)
+    plot_comparison(series, path, title=f"sweep {path.parent.name}")
+    return series
 
 
 # --- backends: launch and finished-check for each point -----------------------------------------
