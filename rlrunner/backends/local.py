@@ -129,29 +129,54 @@ def launcher_environment(
 # Metrics: CSV, progress, learning curve
 
 
-def plot_learning_curve(rows: Iterable[Mapping[str, float]], path: Path, *, title: str) -> Path | None:
-    """Mean episode return (and the min-max band) over environment steps, as a PNG; None without data."""
+def curve_lines(rows: Iterable[Mapping[str, float]], *, evaluation: float | None = None, target: float | None = None) -> dict[str, Any]:
+    """What the learning curve draws: return mean (with its min-max band) and env steps per second over steps,
+    the greedy evaluation at the last step and the target return (`training.stop.episode_return_mean`)."""
     points = [r for r in rows if "timesteps" in r and "episode_return_mean" in r]
-    if not points:
+    steps = [r["timesteps"] for r in points]
+    banded = all("episode_return_min" in r and "episode_return_max" in r for r in points)
+    return {
+        "steps": steps,
+        "mean": [r["episode_return_mean"] for r in points],
+        "band": ([r["episode_return_min"] for r in points], [r["episode_return_max"] for r in points]) if banded else None,
+        "steps_per_s": [(r["timesteps"], r["env_steps_per_s"]) for r in points if "env_steps_per_s" in r],
+        "evaluation": (steps[-1], evaluation) if steps and evaluation is not None else None,
+        "target": target,
+    }
+
+
+def plot_learning_curve(
+    rows: Iterable[Mapping[str, float]], path: Path, *, title: str, evaluation: float | None = None, target: float | None = None
+) -> Path | None:
+    """The learning curve as a PNG (`curve_lines`); None without data."""
+    lines = curve_lines(rows, evaluation=evaluation, target=target)
+    if not lines["steps"]:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["timesteps"] for r in points]
+    steps = lines["steps"]
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     try:
-        if all("episode_return_min" in r and "episode_return_max" in r for r in points):
-            axes.fill_between(
-                steps, [r["episode_return_min"] for r in points], [r["episode_return_max"] for r in points], alpha=0.2, label="min-max"
-            )
-        axes.plot(steps, [r["episode_return_mean"] for r in points], marker="o", markersize=3, label="mean return")
+        if lines["band"] is not None:
+            axes.fill_between(steps, *lines["band"], alpha=0.2, label="min-max")
+        axes.plot(steps, lines["mean"], marker="o", markersize=3, label="mean return")
+        if lines["evaluation"] is not None:
+            axes.plot(*lines["evaluation"], marker="*", markersize=12, linestyle="none", color="tab:green",
+                      label=f"greedy evaluation {lines['evaluation'][1]:.3f}")  # fmt: skip
+        if target is not None:
+            axes.axhline(target, linestyle="--", color="tab:red", linewidth=1, label=f"target {target:g}")
+        if lines["steps_per_s"]:
+            speed = axes.twinx()
+            speed.plot(*zip(*lines["steps_per_s"], strict=True), color="tab:gray", linewidth=1, alpha=0.6)
+            speed.set_ylabel("env steps per second", color="tab:gray")
         axes.set_xlabel("environment steps")
         axes.set_ylabel("episode return")
         axes.set_title(title)
         axes.grid(alpha=0.3)
-        axes.legend(loc="lower right")
+        axes.legend(loc="lower right", fontsize=8)
         figure.tight_layout()
         figure.savefig(path)
     finally:
@@ -396,9 +421,12 @@ def run_local(
     result.metrics = table.last
     if run.failure.is_file():
         result.failure = run.failure.read_text().strip() or None
-    curve = plot_learning_curve(table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})")
     if result.exit_code == EXIT_OK:
         result.evaluation = model_files.read_evaluation(run.model)
+    curve = plot_learning_curve(
+        table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})", target=spec.training.stop.episode_return_mean,
+        evaluation=None if result.evaluation is None else result.evaluation.get("mean"),
+    )  # fmt: skip
     result.files = {
         name: str(path)
         for name, path in (
