@@ -196,7 +196,7 @@ class Progress:
         if bar:
             try:
                 from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
                 from rich.progress import Progress as RichProgress
             except ImportError:
                 bar = False
@@ -204,15 +204,17 @@ class Progress:
                 console = Console(file=stream)
                 self._bar = RichProgress(
                     TextColumn("[bold]{task.description}"),
-                    BarColumn(),
+                    BarColumn(bar_width=20),
                     MofNCompleteColumn(),
                     TextColumn(unit),
+                    TextColumn("{task.fields[speed]}"),
                     TextColumn("{task.fields[ret]}"),
-                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
                     console=console,
                     transient=False,
                 )
-                self._task = self._bar.add_task("training", total=total, ret="")
+                self._task = self._bar.add_task("training", total=total, ret="", speed="")
 
     def __enter__(self) -> Progress:
         if self._bar is not None:
@@ -237,7 +239,9 @@ class Progress:
             return
         mean = values.get("episode_return_mean")
         ret = f"return {mean:.3f}" if mean is not None else ""
-        self._bar.update(self._task, completed=done or 0, ret=ret)
+        rate = values.get("env_steps_per_s")
+        speed = f"{rate:.0f} steps/s" if rate is not None else ""
+        self._bar.update(self._task, completed=done or 0, ret=ret, speed=speed)
 
 
 _SHOWN_MARKERS = ("Error", "ERROR", "Traceback", "Exception")

@@ -162,9 +162,10 @@ def test_progress_bar_counts_toward_the_stop_criterion() -> None:
     stream = io.StringIO()
     with local.Progress(stream, total=1000, unit="timesteps", bar=True) as progress:
         progress.line("rlrunner: building PPO")
-        progress.metrics({"iteration": 1, "timesteps": 500, "episode_return_mean": 0.5}, 500)
+        progress.metrics({"iteration": 1, "timesteps": 500, "episode_return_mean": 0.5, "env_steps_per_s": 123.4}, 500)
     text = stream.getvalue()
     assert "rlrunner: building PPO" in text and "500/1000" in text and "return 0.500" in text
+    assert "123 steps/s" in text and "ETA" in text
 
 
 # --- the command line --------------------------------------------------------------------------
