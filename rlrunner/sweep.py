@@ -1,6 +1,6 @@
 """Sweeps: expand a spec's sweep block into full specs, validate them all, run them with bounded parallelism.
 
-Each point is a complete spec with its own run id (the hash of the resolved spec), so running a sweep
+Each point is a complete spec with its own run id (`rlrunner.contract.identity`), so running a sweep
 again skips the points that finished and re-runs the ones that failed or never ran.
 """
 
@@ -83,9 +83,9 @@ class SweepPoint:
         return ", ".join(f"{path}={value}" for path, value in self.values.items()) or "(base spec)"
 
 
-def sweep_id(document: Document) -> str:
-    """Stable id of a whole sweep: hash of the spec data including the sweep block."""
-    return hashlib.sha256(json.dumps(document.data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def sweep_id(points: Sequence[SweepPoint]) -> str:
+    """Stable id of a whole sweep: hash of its points' run ids (a deploy-only or tag-only edit keeps it)."""
+    return hashlib.sha256(json.dumps([point.run_id for point in points]).encode()).hexdigest()[:10]
 
 
 def draw(distribution: Distribution, rng: random.Random) -> Any:
@@ -453,7 +453,7 @@ class SweepRun:
 
 def sweep_folder(spec: ExperimentSpec, document: Document, runs_root: Path = RUNS_ROOT) -> Path:
     """`runs/sweeps/<name>-<sweep id>/`: the sweep's summary, table, picture and point logs."""
-    return runs_root / SWEEPS_DIR / f"{spec.name}-{sweep_id(document)}"
+    return runs_root / SWEEPS_DIR / f"{spec.name}-{sweep_id(expand(document, spec))}"
 
 
 def run_sweep(
