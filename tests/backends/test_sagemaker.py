@@ -404,6 +404,11 @@ def test_a_used_run_dir_needs_resume_which_reuses_the_checkpoints(aws_env: AwsTe
     other_job, other_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200", "algorithm.hyperparameters.lr=0.001"])
     with pytest.raises(UsageError, match=r"--resume: the spec differs from the run's in algorithm.hyperparameters.lr 0.0001 -> 0.001;"):
         backend.submit(other_job, other_spec, run_dir=runs / "spot", resume=True, echo=quiet)
+    longer_job, longer_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200", "training.stop.timesteps=20000"])
+    said: list[str] = []
+    backend.submit(longer_job, longer_spec, run_dir=runs / "spot", resume=True, echo=said.append)
+    assert said[0] == f"continuing the run in {runs / 'spot'} as run {longer_job.run_id}: training.stop.timesteps 10000 -> 20000"
+    assert json.loads((runs / "spot" / "job.json").read_text())["run_id"] == longer_job.run_id
 
 
 def test_submit_wait_returns_the_final_status(aws_env: AwsTestEnv, runs: Path) -> None:
