@@ -437,7 +437,16 @@ def job_refs(reference: str | None) -> list[Any]:
 @click.option("--download/--no-download", default=True, help="Fetch the model of a completed job into its run dir if missing.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def status(reference: str | None, overrides: Sequence[str], download: bool, output: str) -> None:
-    """Show SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
+    """Show a local run dir's state, or SageMaker training jobs: one job, a run dir's job, a spec's jobs (by run id tag) or every recorded run."""
+    if reference and (Path(reference) / "run.json").is_file():
+        from rlrunner.runs import Run
+
+        row = Run.read(Path(reference)).row()
+        if output == "json":
+            emit_json(row)
+        else:
+            click.echo("\n".join(f"{key:<20} {'-' if value is None else value}" for key, value in row.items()))
+        return
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
     from rlrunner.contract.identity import run_id
@@ -469,7 +478,8 @@ def status(reference: str | None, overrides: Sequence[str], download: bool, outp
 @click.argument("reference", metavar="JOB|RUN_DIR")
 @click.option("--follow", is_flag=True, help="Keep printing new lines until the job ends.")
 @click.option("--poll-seconds", type=click.FloatRange(min=0.0), default=10.0, show_default=True, help="Seconds between polls with --follow.")
-def logs(reference: str, follow: bool, poll_seconds: float) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def logs(reference: str, follow: bool, poll_seconds: float, output: str) -> None:
     """Print a training job's CloudWatch logs (/aws/sagemaker/TrainingJobs)."""
     import time
 
@@ -483,7 +493,7 @@ def logs(reference: str, follow: bool, poll_seconds: float) -> None:
         status = backend.describe_job(ctx, ref.job_name)["TrainingJobStatus"]
         printed = 0
         for line in tail.poll():
-            click.echo(line.rstrip("\n"))
+            click.echo(json.dumps({"job_name": ref.job_name, "line": line.rstrip("\n")}) if output == "json" else line.rstrip("\n"))
             printed += 1
         if not follow or status in backend.TERMINAL_STATUSES:
             if not follow and printed == 0 and not tail.streams():
@@ -494,19 +504,25 @@ def logs(reference: str, follow: bool, poll_seconds: float) -> None:
 
 @main.command()
 @click.argument("reference", metavar="JOB|RUN_DIR")
-def stop(reference: str) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def stop(reference: str, output: str) -> None:
     """Stop a running SageMaker training job."""
     from rlrunner.aws import connect
     from rlrunner.backends.sagemaker import stop_job
 
     (ref,) = job_refs(reference)[:1]
-    click.echo(stop_job(connect(), ref.job_name))
+    message = stop_job(connect(), ref.job_name)
+    if output == "json":
+        emit_json({"job_name": ref.job_name, "message": message})
+    else:
+        click.echo(message)
 
 
 @main.command()
 @click.argument("reference", metavar="JOB|RUN_DIR")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where to put model/ (default: the job's run dir).")
-def download(reference: str, run_dir: Path | None) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def download(reference: str, run_dir: Path | None, output: str) -> None:
     """Download a completed job's model.tar.gz into RUN_DIR/model (what evaluate, serve and deploy read)."""
     from rlrunner.aws import connect
     from rlrunner.backends import sagemaker as backend
@@ -518,7 +534,9 @@ def download(reference: str, run_dir: Path | None) -> None:
     if status in ("Failed", "Stopped"):
         fail(f"training job {ref.job_name}: {status}, no model to download ({description.get('FailureReason', '')})".rstrip(" ()"), EXIT_FAILED)
     target = run_dir or backend.run_dir_for(ctx, ref, description)
-    backend.download_model(ctx, description, target, echo=click.echo)
+    model_dir = backend.download_model(ctx, description, target, echo=lambda line: click.echo(line, err=output == "json"))
+    if output == "json":
+        emit_json({"job_name": ref.job_name, "run_dir": str(target), "model_dir": str(model_dir)})
 
 
 @main.group()

@@ -134,30 +134,35 @@ def comparison(runs: Sequence[Run]) -> dict[str, Any]:
     }
 
 
+def band(label: str, run_ids: Sequence[str], curves: Sequence[Sequence[tuple[float, float]]]) -> dict[str, Any]:
+    """One configuration's series: the mean return over its runs (seeds) at every step they all reached, with min and max."""
+    by_step: dict[float, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(step for step, values in by_step.items() if len(values) == len(curves))
+    return {
+        "label": f"{label} ({len(curves)} seeds)" if len(curves) > 1 else label,
+        "run_ids": list(run_ids),
+        "steps": steps,
+        "mean": [statistics.fmean(by_step[step]) for step in steps],
+        "low": [min(by_step[step]) for step in steps],
+        "high": [max(by_step[step]) for step in steps],
+    }
+
+
 def curve_series(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One series per configuration: the mean return over its seeds at each step, with the min and max."""
+    """One series per configuration (runs that differ only in their seed share one)."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(configuration_key(run), []).append(run)
     differing = differing_fields(runs)
     series = []
     for members in groups.values():
-        by_step: dict[float, list[float]] = {}
-        for run in members:
-            for row in run.rows:
-                if "timesteps" in row and "episode_return_mean" in row:
-                    by_step.setdefault(row["timesteps"], []).append(row["episode_return_mean"])
-        steps = sorted(step for step, values in by_step.items() if len(values) == len(members))  # steps every seed reached
         index = runs.index(members[0])
         label = ", ".join(f"{path}={values[index]}" for path, values in differing.items() if path != "training.seed") or members[0].run_id
-        series.append({
-            "label": f"{label} ({len(members)} seeds)" if len(members) > 1 else label,
-            "run_ids": [run.run_id for run in members],
-            "steps": steps,
-            "mean": [statistics.fmean(by_step[step]) for step in steps],
-            "low": [min(by_step[step]) for step in steps],
-            "high": [max(by_step[step]) for step in steps],
-        })  # fmt: skip
+        curves = [[(row["timesteps"], row["episode_return_mean"]) for row in run.rows if "timesteps" in row and "episode_return_mean" in row] for run in members]
+        series.append(band(label, [run.run_id for run in members], curves))
     return series
 
 

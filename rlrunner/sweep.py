@@ -1,6 +1,6 @@
 """Sweeps: expand a spec's sweep block into full specs, validate them all, run them with bounded parallelism.
 
-Each point is a complete spec with its own run id (the hash of the resolved spec), so running a sweep
+Each point is a complete spec with its own run id (`rlrunner.contract.identity`), so running a sweep
 again skips the points that finished and re-runs the ones that failed or never ran.
 """
 
@@ -83,9 +83,9 @@ class SweepPoint:
         return ", ".join(f"{path}={value}" for path, value in self.values.items()) or "(base spec)"
 
 
-def sweep_id(document: Document) -> str:
-    """Stable id of a whole sweep: hash of the spec data including the sweep block."""
-    return hashlib.sha256(json.dumps(document.data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def sweep_id(points: Sequence[SweepPoint]) -> str:
+    """Stable id of a whole sweep: hash of its points' run ids (a deploy-only or tag-only edit keeps it)."""
+    return hashlib.sha256(json.dumps([point.run_id for point in points]).encode()).hexdigest()[:10]
 
 
 def draw(distribution: Distribution, rng: random.Random) -> Any:
@@ -310,26 +310,28 @@ def summary_csv(summary: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
-def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], path: Path) -> None:
-    """A picture comparing the points' learning curves."""
-    import matplotlib
+def curve_series(points: Iterable[SweepPoint], results: Iterable[PointResult]) -> list[dict[str, Any]]:
+    """One series per configuration: its seeds as a mean line with a min-max band."""
+    from rlrunner.runs import band
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5))
+    groups: dict[str, list[tuple[SweepPoint, PointResult]]] = {}
     for point, result in zip(points, results, strict=True):
         if result.curve:
-            steps, returns = zip(*result.curve, strict=True)
-            axes.plot(steps, returns, label=f"{point.index}: {point.label()}")
-    axes.set_xlabel("environment steps")
-    axes.set_ylabel("episode return (mean)")
-    axes.grid(alpha=0.3)
-    if axes.lines:
-        axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+            groups.setdefault(point.config_key, []).append((point, result))
+    series = []
+    for members in groups.values():
+        label = ", ".join(f"{k}={v}" for k, v in members[0][0].values.items() if k != "training.seed") or "(base spec)"
+        series.append(band(label, [point.run_id for point, _ in members], [result.curve for _, result in members]))
+    return series
+
+
+def plot_curves(points: Iterable[SweepPoint], results: Iterable[PointResult], path: Path) -> list[dict[str, Any]]:
+    """A picture comparing the configurations' learning curves (seeds as a mean line and a band); returns its series."""
+    from rlrunner.runs import plot_comparison
+
+    series = curve_series(points, results)
+    plot_comparison(series, path, title=f"sweep {path.parent.name}")
+    return series
 
 
 # --- backends: launch and finished-check for each point -----------------------------------------
@@ -460,7 +462,7 @@ class SweepRun:
 
 def sweep_folder(spec: ExperimentSpec, document: Document, runs_root: Path = RUNS_ROOT) -> Path:
     """`runs/sweeps/<name>-<sweep id>/`: the sweep's summary, table, picture and point logs."""
-    return runs_root / SWEEPS_DIR / f"{spec.name}-{sweep_id(document)}"
+    return runs_root / SWEEPS_DIR / f"{spec.name}-{sweep_id(expand(document, spec))}"
 
 
 def run_sweep(

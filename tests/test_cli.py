@@ -63,3 +63,19 @@ def test_readme_spec_example_is_valid(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "readme.yaml")])
     assert result.exit_code == 0, result.output
     assert "4 sweep points" in result.output
+
+
+def test_ci_example_turns_validation_errors_into_annotations_and_keeps_inputs_out_of_scripts(tmp_path: Path) -> None:
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / "docs" / "ci" / "github-actions.yml").read_text())
+    script = next(step["run"] for step in workflow["jobs"]["validate"]["steps"] if "validation.json" in step.get("run", ""))
+    annotate = script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    (tmp_path / "bad.yaml").write_text("name: bad\nenvironment: {name: Basic}\nalgorithm: {name: PPO, hyperparameters: {lr: -1}}\ntraining: {stop: {timesteps: 10}}\n")
+    validated = CliRunner().invoke(main, ["validate", str(tmp_path / "bad.yaml"), "--output", "json"])
+    (tmp_path / "validation.json").write_text(validated.stdout)
+    printed = subprocess.run([sys.executable, "-c", annotate], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert printed.startswith(f"::error file={tmp_path / 'bad.yaml'},line=3,col=")
+    assert "algorithm.hyperparameters.lr" in printed
+    steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert not any("${{" in run for run in steps)  # form inputs arrive through env:, never pasted into a script

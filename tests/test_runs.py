@@ -64,3 +64,12 @@ def test_compare_groups_seeds_and_names_the_differing_fields(runs: Path) -> None
     assert "algorithm.hyperparameters.lr" in text and "learning curves: runs/comparisons/" in text
     missing = CliRunner().invoke(main, ["compare", str(runs)])
     assert missing.exit_code == 2 and missing.output == f"{runs}: not a run directory (no run.json or job.json)\n"
+
+
+def test_status_of_a_local_run_dir(runs: Path) -> None:
+    folder = fake_run(runs, returns=(0.1, 0.5))
+    result = CliRunner().invoke(main, ["status", str(folder), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "finished" and json.loads(result.stdout)["evaluation"] == 0.5
+    text = CliRunner().invoke(main, ["status", str(folder)]).output
+    assert "status               finished\n" in text and "steps                1000\n" in text

@@ -9,7 +9,16 @@ import pytest
 from shared import ROOT
 
 from rlrunner.loader import SpecError, load_spec
-from rlrunner.sweep import PointResult, SweepPoint, dry_run_rows, expand, run_points, summarize, summary_csv
+from rlrunner.sweep import (
+    PointResult,
+    SweepPoint,
+    dry_run_rows,
+    expand,
+    plot_curves,
+    run_points,
+    summarize,
+    summary_csv,
+)
 
 BASE = """\
 name: sweep-test
@@ -167,3 +176,15 @@ def test_summarize_groups_seeds_into_configurations() -> None:
     assert (first["runs"], first["mean_return"], first["std_return"]) == (2, pytest.approx(0.85), pytest.approx(0.05))
     assert (second["runs"], second["mean_return"], second["std_return"]) == (1, 0.5, 0.0)
     assert summary_csv(summary).splitlines()[0] == "index,run_id,values,status,mean_return,best_checkpoint,message"
+
+
+def test_sweep_picture_groups_seeds_into_one_line_with_a_band(tmp_path: Path) -> None:
+    spec, document = load_spec(ROOT / "experiments" / "sweep_lr_seeds.yaml")
+    points = expand(document, spec)
+    curves = [[(500.0, 0.1), (1000.0, 0.5)], [(500.0, 0.3), (1000.0, 0.7)], [(500.0, 0.2)], []]
+    results = [PointResult(p.run_id, "finished", curve=curve) for p, curve in zip(points, curves, strict=True)]
+    series = plot_curves(points, results, tmp_path / "learning_curves.png")
+    assert [s["label"] for s in series] == ["algorithm.hyperparameters.lr=0.0001 (2 seeds)", "algorithm.hyperparameters.lr=0.0003"]
+    assert series[0]["steps"] == [500.0, 1000.0] and series[0]["mean"] == pytest.approx([0.2, 0.6])
+    assert (series[0]["low"], series[0]["high"]) == ([0.1, 0.5], [0.3, 0.7])
+    assert (tmp_path / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"

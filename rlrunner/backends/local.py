@@ -137,29 +137,54 @@ def launcher_environment(
 # Metrics: CSV, progress, learning curve
 
 
-def plot_learning_curve(rows: Iterable[Mapping[str, float]], path: Path, *, title: str) -> Path | None:
-    """Mean episode return (and the min-max band) over environment steps, as a PNG; None without data."""
+def curve_lines(rows: Iterable[Mapping[str, float]], *, evaluation: float | None = None, target: float | None = None) -> dict[str, Any]:
+    """What the learning curve draws: return mean (with its min-max band) and env steps per second over steps,
+    the greedy evaluation at the last step and the target return (`training.stop.episode_return_mean`)."""
     points = [r for r in rows if "timesteps" in r and "episode_return_mean" in r]
-    if not points:
+    steps = [r["timesteps"] for r in points]
+    banded = all("episode_return_min" in r and "episode_return_max" in r for r in points)
+    return {
+        "steps": steps,
+        "mean": [r["episode_return_mean"] for r in points],
+        "band": ([r["episode_return_min"] for r in points], [r["episode_return_max"] for r in points]) if banded else None,
+        "steps_per_s": [(r["timesteps"], r["env_steps_per_s"]) for r in points if "env_steps_per_s" in r],
+        "evaluation": (steps[-1], evaluation) if steps and evaluation is not None else None,
+        "target": target,
+    }
+
+
+def plot_learning_curve(
+    rows: Iterable[Mapping[str, float]], path: Path, *, title: str, evaluation: float | None = None, target: float | None = None
+) -> Path | None:
+    """The learning curve as a PNG (`curve_lines`); None without data."""
+    lines = curve_lines(rows, evaluation=evaluation, target=target)
+    if not lines["steps"]:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["timesteps"] for r in points]
+    steps = lines["steps"]
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     try:
-        if all("episode_return_min" in r and "episode_return_max" in r for r in points):
-            axes.fill_between(
-                steps, [r["episode_return_min"] for r in points], [r["episode_return_max"] for r in points], alpha=0.2, label="min-max"
-            )
-        axes.plot(steps, [r["episode_return_mean"] for r in points], marker="o", markersize=3, label="mean return")
+        if lines["band"] is not None:
+            axes.fill_between(steps, *lines["band"], alpha=0.2, label="min-max")
+        axes.plot(steps, lines["mean"], marker="o", markersize=3, label="mean return")
+        if lines["evaluation"] is not None:
+            axes.plot(*lines["evaluation"], marker="*", markersize=12, linestyle="none", color="tab:green",
+                      label=f"greedy evaluation {lines['evaluation'][1]:.3f}")  # fmt: skip
+        if target is not None:
+            axes.axhline(target, linestyle="--", color="tab:red", linewidth=1, label=f"target {target:g}")
+        if lines["steps_per_s"]:
+            speed = axes.twinx()
+            speed.plot(*zip(*lines["steps_per_s"], strict=True), color="tab:gray", linewidth=1, alpha=0.6)
+            speed.set_ylabel("env steps per second", color="tab:gray")
         axes.set_xlabel("environment steps")
         axes.set_ylabel("episode return")
         axes.set_title(title)
         axes.grid(alpha=0.3)
-        axes.legend(loc="lower right")
+        axes.legend(loc="lower right", fontsize=8)
         figure.tight_layout()
         figure.savefig(path)
     finally:
@@ -179,7 +204,7 @@ class Progress:
         if bar:
             try:
                 from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
                 from rich.progress import Progress as RichProgress
             except ImportError:
                 bar = False
@@ -187,15 +212,17 @@ class Progress:
                 console = Console(file=stream)
                 self._bar = RichProgress(
                     TextColumn("[bold]{task.description}"),
-                    BarColumn(),
+                    BarColumn(bar_width=20),
                     MofNCompleteColumn(),
                     TextColumn(unit),
+                    TextColumn("{task.fields[speed]}"),
                     TextColumn("{task.fields[ret]}"),
-                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
                     console=console,
                     transient=False,
                 )
-                self._task = self._bar.add_task("training", total=total, ret="")
+                self._task = self._bar.add_task("training", total=total, ret="", speed="")
 
     def __enter__(self) -> Progress:
         if self._bar is not None:
@@ -220,7 +247,9 @@ class Progress:
             return
         mean = values.get("episode_return_mean")
         ret = f"return {mean:.3f}" if mean is not None else ""
-        self._bar.update(self._task, completed=done or 0, ret=ret)
+        rate = values.get("env_steps_per_s")
+        speed = f"{rate:.0f} steps/s" if rate is not None else ""
+        self._bar.update(self._task, completed=done or 0, ret=ret, speed=speed)
 
 
 _SHOWN_MARKERS = ("Error", "ERROR", "Traceback", "Exception")
@@ -483,9 +512,12 @@ def run_local(
     if run.failure.is_file():
         result.failure = run.failure.read_text().strip() or None
     reserve.unlink(missing_ok=True)
-    curve = log.guard(plot_learning_curve, table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})")
     if result.exit_code == EXIT_OK:
         result.evaluation = model_files.read_evaluation(run.model)
+    curve = log.guard(
+        plot_learning_curve, table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})", target=spec.training.stop.episode_return_mean,
+        evaluation=None if result.evaluation is None else result.evaluation.get("mean"),
+    )  # fmt: skip
     result.files = {
         name: str(path)
         for name, path in (

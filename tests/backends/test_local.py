@@ -143,6 +143,11 @@ def test_plot_learning_curve_writes_a_png(tmp_path: Path) -> None:
     path = local.plot_learning_curve(rows, tmp_path / "curve.png", title="t")
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert local.plot_learning_curve([{"timesteps": 1.0}], tmp_path / "none.png", title="t") is None
+    rows[-1]["env_steps_per_s"] = 80.0
+    lines = local.curve_lines(rows, evaluation=0.93, target=0.9)
+    assert lines["evaluation"] == (2000.0, 0.93) and lines["target"] == 0.9 and lines["steps_per_s"] == [(2000.0, 80.0)]
+    assert lines["mean"] == [0.1 * i for i in range(1, 5)] and lines["band"] == ([0.0] * 4, [0.93] * 4)
+    assert local.plot_learning_curve(rows, tmp_path / "marked.png", title="t", evaluation=0.93, target=0.9) is not None
 
 
 @pytest.mark.parametrize(
@@ -157,9 +162,10 @@ def test_progress_bar_counts_toward_the_stop_criterion() -> None:
     stream = io.StringIO()
     with local.Progress(stream, total=1000, unit="timesteps", bar=True) as progress:
         progress.line("rlrunner: building PPO")
-        progress.metrics({"iteration": 1, "timesteps": 500, "episode_return_mean": 0.5}, 500)
+        progress.metrics({"iteration": 1, "timesteps": 500, "episode_return_mean": 0.5, "env_steps_per_s": 123.4}, 500)
     text = stream.getvalue()
     assert "rlrunner: building PPO" in text and "500/1000" in text and "return 0.500" in text
+    assert "123 steps/s" in text and "ETA" in text
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -302,6 +302,8 @@ def test_status_stop_and_download_through_the_cli(aws_env: AwsTestEnv, runs: Pat
     assert stopped.exit_code == 0 and stopped.output.startswith(f"stopping training job {submitted.job_name}")
     again = cli.invoke(main, ["stop", str(runs / "basic")], catch_exceptions=False)
     assert again.output == f"training job {submitted.job_name} is already Stopping; nothing to stop\n"
+    as_json = cli.invoke(main, ["stop", submitted.job_name, "--output", "json"], catch_exceptions=False)
+    assert json.loads(as_json.stdout) == {"job_name": submitted.job_name, "message": again.output.strip()}
 
     moto_job.training_job_status = moto_job.secondary_status = "Completed"
     put_model(aws_env, moto_job.model_artifacts["S3ModelArtifacts"], extra={"meta/policy.json": b"{}"})
@@ -315,6 +317,8 @@ def test_status_stop_and_download_through_the_cli(aws_env: AwsTestEnv, runs: Pat
     assert fetched.exit_code == 0, fetched.output
     assert (runs / "basic" / "model" / "policy.onnx").read_bytes() == b"onnx"
     assert (runs / "basic" / "model" / "meta" / "policy.json").is_file()
+    fetched = cli.invoke(main, ["download", submitted.job_name, "--output", "json"], catch_exceptions=False)
+    assert json.loads(fetched.stdout) == {"job_name": submitted.job_name, "run_dir": "runs/basic", "model_dir": "runs/basic/model"}
     assert json.loads((runs / "basic" / "job.json").read_text())["model_downloaded"]["from"].endswith("output/model.tar.gz")
 
 
@@ -343,6 +347,8 @@ def test_logs_prints_the_jobs_cloudwatch_lines(aws_env: AwsTestEnv, runs: Path) 
 
     assert shown.exit_code == 0, shown.output
     assert shown.output.splitlines() == lines
+    as_json = CliRunner().invoke(main, ["logs", submitted.job_name, "--output", "json"], catch_exceptions=False)
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [{"job_name": submitted.job_name, "line": line} for line in lines]
 
 
 def test_follow_job_prints_progress_then_wait_downloads_the_model(aws_env: AwsTestEnv, runs: Path) -> None:
@@ -404,6 +410,11 @@ def test_a_used_run_dir_needs_resume_which_reuses_the_checkpoints(aws_env: AwsTe
     other_job, other_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200", "algorithm.hyperparameters.lr=0.001"])
     with pytest.raises(UsageError, match=r"--resume: the spec differs from the run's in algorithm.hyperparameters.lr 0.0001 -> 0.001;"):
         backend.submit(other_job, other_spec, run_dir=runs / "spot", resume=True, echo=quiet)
+    longer_job, longer_spec = planned(BASIC_PPO, ["compute.spot.max_wait=7200", "training.stop.timesteps=20000"])
+    said: list[str] = []
+    backend.submit(longer_job, longer_spec, run_dir=runs / "spot", resume=True, echo=said.append)
+    assert said[0] == f"continuing the run in {runs / 'spot'} as run {longer_job.run_id}: training.stop.timesteps 10000 -> 20000"
+    assert json.loads((runs / "spot" / "job.json").read_text())["run_id"] == longer_job.run_id
 
 
 def test_submit_wait_returns_the_final_status(aws_env: AwsTestEnv, runs: Path) -> None:

@@ -12,7 +12,7 @@ from rlrunner.cli import main
 from rlrunner.contract.identity import describe_changes, identity_changes, run_id, run_identity, trains_longer
 from rlrunner.loader import load_spec
 from rlrunner.runner import plan
-from rlrunner.sweep import expand
+from rlrunner.sweep import expand, sweep_folder
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,7 @@ def test_sweep_points_keep_their_ids_after_a_deploy_or_tag_change() -> None:
     before = [point.run_id for point in expand(document, spec)]
     assert [point.run_id for point in expand(edited_document, edited)] == before
     assert len(set(before)) == len(before)
+    assert sweep_folder(edited, edited_document) == sweep_folder(spec, document)  # the same sweep folder and summary
 
 
 def test_identity_changes_and_longer_training() -> None:

@@ -149,11 +149,34 @@ def test_stop_reason_names_the_criterion_met() -> None:
 def test_metrics_line_from_result_matches_plan_regexes() -> None:
     result = {"env_runners": {"episode_return_mean": 0.91, "episode_return_max": 0.93, "episode_return_min": -0.2, "episode_len_mean": 7.5}}
     line = format_metrics_line(train_unity.iteration_metrics(result, Progress(iteration=4, timesteps=2000, time_s=12.3456)))
-    values = {d["Name"]: float(re.search(d["Regex"], line).group(1)) for d in metric_definitions()}  # type: ignore[union-attr]
+    found = {d["Name"]: re.search(d["Regex"], line) for d in metric_definitions()}
+    values = {name: float(match.group(1)) for name, match in found.items() if match}  # statistics RLlib did not report are left out
     assert values == {
         "iteration": 4, "timesteps": 2000, "episode_return_mean": 0.91, "episode_return_max": 0.93,
         "episode_return_min": -0.2, "episode_len_mean": 7.5, "time_s": 12.346,
     }
+
+
+def test_iteration_metrics_reads_rllib_learner_statistics_throughput_and_timers() -> None:
+    result = {
+        "env_runners": {"episode_return_mean": 0.5, "num_env_steps_sampled": 500, "num_agent_steps_sampled": {"a": 500, "b": 250},
+                        "num_episodes": 12},
+        "learners": {
+            "__all_modules__": {"num_env_steps_trained_lifetime": 5},
+            "p1": {"policy_loss": 0.1, "vf_loss": 2.0, "entropy": 1.0, "mean_kl_loss": 0.01, "default_optimizer_learning_rate": 1e-4,
+                   "total_loss": 2.1, "vf_explained_var": float("nan")},
+            "p2": {"policy_loss": 0.3, "vf_loss": 4.0, "entropy": 0.5, "mean_kl_loss": 0.03, "default_optimizer_learning_rate": 1e-4},
+        },
+        "timers": {"env_runner_sampling_timer": 1.5, "learner_update_timer": 0.5},
+        "time_this_iter_s": 2.5,
+    }
+    values = train_unity.iteration_metrics(result, Progress(iteration=1, timesteps=500, time_s=2.5))
+    assert values["policy_loss"] == pytest.approx(0.2) and values["vf_loss"] == 3.0 and values["entropy"] == 0.75
+    assert values["kl"] == pytest.approx(0.02) and values["lr"] == 1e-4 and values["total_loss"] == 2.1
+    assert values["vf_explained_var"] is None and values["qf_loss"] is None  # NaN and absent are left out of the line
+    assert (values["env_steps_per_s"], values["agent_steps_per_s"]) == (200.0, 300.0)
+    assert (values["sample_time_s"], values["learn_time_s"], values["iteration_time_s"], values["episodes"]) == (1.5, 0.5, 2.5, 12)
+    assert "vf_explained_var" not in format_metrics_line(values)
 
 
 # --- the launcher as a process -------------------------------------------------------------------
