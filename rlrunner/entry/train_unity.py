@@ -388,7 +388,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         return _train_loop(env, experiment, algo)
     finally:
         with contextlib.suppress(Exception):
-            algo.stop()  # type: ignore[no-untyped-call]
+            algo.stop()
 
 
 def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
