@@ -432,7 +432,10 @@ def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, 
     training = experiment.training
     where = "sampling in the driver" if runners == 0 else f"{runners} remote env runner(s)"
     areas = experiment.environment.num_areas
-    what = f"{areas} area(s) in one player" if areas > 1 else f"{envs_per_runner} player(s) each, exchanges overlapped"
+    if areas > 1:
+        what = f"{areas} areas in one player"
+    else:
+        what = f"{envs_per_runner} players each, exchanges overlapped" if envs_per_runner > 1 else "1 player each"
     chosen = [name for name, value in (("env_runners", training.env_runners), ("envs_per_env_runner", training.envs_per_env_runner)) if value == "auto"]
     why = f" ({' and '.join(chosen)}: auto on {num_cpus} CPU(s))" if chosen else f" on {num_cpus} CPU(s)"
     return f"{where}, {what}{why}"
