@@ -347,19 +347,27 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
-    # Probing the player and importing RLlib (to configure it) run beside Ray's start. Ray starts on
-    # this thread: its processes get PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+    # RLlib's import and configuration run on a background thread beside the player probe (its
+    # errors come before Ray starts) and Ray's start. Ray starts on this thread: its processes get
+    # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
     if cluster is None:  # (a cluster host put it there before its Ray node started)
         add_to_python_path(source_dir_of(env, experiment))
     started = time.monotonic()
-    prepared = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "prepare")
+    configured = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "configure")
     try:
+        observation_space, action_space = probe_environment(env_config)
+        probe_s = time.monotonic() - started
+        try:
+            algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
+        except algo_config.AlgorithmSetupError as error:
+            raise InvalidSpecError(str(error)) from None
         if cluster is None:
             runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
             start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
+        ray_s = time.monotonic() - started - probe_s
     finally:
-        ray_s = time.monotonic() - started
-        (config, observation_space, action_space), prepare_s = prepared.result()
+        config, configure_s = configured.result()
+    _complete_config(config, observation_space, action_space, experiment)
     if cluster is not None:
         cluster.connect()
     limit_torch_threads(os.environ)
@@ -376,8 +384,8 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     except Exception as error:
         raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
     log(
-        f"startup: Ray {ray_s:.1f} s beside probe + RLlib import and config {prepare_s:.1f} s, "
-        f"algorithm built in {time.monotonic() - before:.1f} s"
+        f"startup: player probe {probe_s:.1f} s then Ray {ray_s:.1f} s, beside RLlib's import and configuration "
+        f"{configure_s:.1f} s; algorithm built in {time.monotonic() - before:.1f} s"
     )
     if cluster is not None:
         try:
@@ -399,13 +407,11 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 def _configure(
     env: ContainerEnv, experiment: Experiment, env_config: dict[str, Any], num_cpus: int, module_class: type | None,
     cluster: HeadCluster | None,
-) -> tuple[Any, Any, Any]:
-    """The validated AlgorithmConfig and the env's spaces (one probe of the player); every error located."""
+) -> Any:
+    """The AlgorithmConfig (RLlib imported here), without the env's spaces; every error located."""
     from rlrunner.entry import algorithm as algo_config
 
-    observation_space, action_space = probe_environment(env_config)
     try:
-        algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
             experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, cluster=cluster is not None
         )
@@ -413,18 +419,22 @@ def _configure(
         raise InvalidSpecError(str(error)) from None
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
-    config.environment(observation_space=observation_space, action_space=action_space)
     config.debugging(log_level=env.log_level)
     if cluster is not None:
         from rlrunner.entry.cluster import configure_algorithm
 
         configure_algorithm(config)
+    return config
+
+
+def _complete_config(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
+    """Add the probed spaces, validate, and build the RLModule once here (located errors, not a remote failure)."""
+    config.environment(observation_space=observation_space, action_space=action_space)
     try:
         config.validate()
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, observation_space, action_space, experiment)
-    return config, observation_space, action_space
 
 
 def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:
