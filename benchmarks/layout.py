@@ -25,10 +25,9 @@ from rlrunner.contract.metrics import parse_metrics_line
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT / "experiments" / "basic_ppo.yaml"
 DEFAULT_LAYOUTS = [
+    "training.env_runners=0 training.envs_per_env_runner=2",  # what auto chooses on 2 CPUs
     "training.env_runners=0 training.envs_per_env_runner=1",
-    "training.env_runners=0 training.envs_per_env_runner=2",
-    "training.env_runners=1 training.envs_per_env_runner=1",
-    "training.env_runners=1 training.envs_per_env_runner=2",
+    "training.env_runners=1 training.envs_per_env_runner=1",  # the layout before (auto = CPUs - 1)
 ]
 
 
@@ -50,7 +49,9 @@ def run_once(spec: Path, layout: str, iterations: int, run_dir: Path) -> dict[st
             startup_line = line.strip()
     total = time.monotonic() - started
     if process.wait() != 0 or not marks:
-        raise RuntimeError(f"{layout}: rlrunner run failed ({process.returncode}); see {run_dir}/launcher.log")
+        log = run_dir / "launcher.log"
+        tail = log.read_text()[-1500:] if log.is_file() else ""
+        raise RuntimeError(f"{layout}: rlrunner run failed ({process.returncode}):\n{tail}")
     per_iteration = (marks[-1] - marks[0]) / max(len(marks) - 1, 1)
     return {"startup_s": marks[0], "iteration_s": per_iteration, "total_s": total, "startup_line": startup_line}
 
@@ -68,12 +69,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rlrunner-layout-") as workdir:
         for round_ in range(args.repeat):
             for index, layout in enumerate(layouts):
-                result = run_once(args.spec, layout, args.iterations, Path(workdir) / f"r{round_}-{index}")
+                try:
+                    result = run_once(args.spec, layout, args.iterations, Path(workdir) / f"r{round_}-{index}")
+                except RuntimeError as error:  # reported and left out of the medians
+                    print(f"round {round_ + 1} {error}", flush=True)
+                    continue
                 results[layout].append(result)
                 print(f"round {round_ + 1} {layout}: startup {result['startup_s']:.1f} s, "
                       f"{result['iteration_s']:.2f} s/iteration, total {result['total_s']:.1f} s", flush=True)
     print(f"\nmedians of {args.repeat} interleaved rounds ({args.iterations} iterations, then export and evaluation):")
     for layout, rows in results.items():
+        if not rows:
+            continue
+
         def median(key: str, rows: list[dict[str, float | str]] = rows) -> float:
             return statistics.median(float(row[key]) for row in rows)
 

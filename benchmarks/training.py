@@ -204,7 +204,7 @@ def run_rlrunner(spec: Path, seed: int, threshold: float, workdir: Path, overrid
         score = greedy_return(load_rl_module(checkpoint.path), max_episode_steps)
         rows.append({"iteration": iteration, **seen[iteration], "greedy": score})
     hit = next((r for r in rows if r["greedy"] >= threshold), None)
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    evaluation = json.loads((run_dir / "model" / "evaluation.json").read_text())
     return {
         "startup_s": seen[min(seen)]["wall_s"],
         "steps_to_threshold": hit["timesteps"] if hit else None,

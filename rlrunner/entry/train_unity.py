@@ -470,19 +470,27 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
-    # Probing the player and importing RLlib (to configure it) run beside Ray's start. Ray starts on
-    # this thread: its processes get PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+    # RLlib's import and configuration run on a background thread beside the player probe (its
+    # errors come before Ray starts) and Ray's start. Ray starts on this thread: its processes get
+    # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
     if cluster is None:  # (a cluster host put it there before its Ray node started)
         add_to_python_path(source_dir_of(env, experiment))
     started = time.monotonic()
-    prepared = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "prepare")
+    configured = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "configure")
     try:
+        observation_space, action_space, behaviors = probe_environment(env_config)
+        probe_s = time.monotonic() - started
+        try:
+            algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
+        except algo_config.AlgorithmSetupError as error:
+            raise InvalidSpecError(str(error)) from None
         if cluster is None:
             runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
             start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
+        ray_s = time.monotonic() - started - probe_s
     finally:
-        ray_s = time.monotonic() - started
-        (config, observation_space, action_space, behaviors), prepare_s = prepared.result()
+        config, configure_s = configured.result()
+    _complete_config(config, observation_space, action_space, experiment)
     if cluster is not None:
         cluster.connect()
     limit_torch_threads(os.environ)
@@ -499,8 +507,8 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     except Exception as error:
         raise RunFailedError(f"RLlib could not build {experiment.algorithm.name}: {_one_line(_root_cause(error))}") from None
     log(
-        f"startup: Ray {ray_s:.1f} s beside probe + RLlib import and config {prepare_s:.1f} s, "
-        f"algorithm built in {time.monotonic() - before:.1f} s"
+        f"startup: player probe {probe_s:.1f} s then Ray {ray_s:.1f} s, beside RLlib's import and configuration "
+        f"{configure_s:.1f} s; algorithm built in {time.monotonic() - before:.1f} s"
     )
     if cluster is not None:
         try:
@@ -511,7 +519,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         return _train_loop(env, experiment, algo, behaviors_meta(behaviors))
     finally:
         with contextlib.suppress(Exception):
-            algo.stop()  # type: ignore[no-untyped-call]
+            algo.stop()
 
 
 def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -522,13 +530,11 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 def _configure(
     env: ContainerEnv, experiment: Experiment, env_config: dict[str, Any], num_cpus: int, module_class: type | None,
     cluster: HeadCluster | None,
-) -> tuple[Any, Any, Any, Any]:
-    """The validated AlgorithmConfig, the env's spaces and its behaviours (one probe of the player); every error located."""
+) -> Any:
+    """The AlgorithmConfig (RLlib imported here), without the env's spaces; every error located."""
     from rlrunner.entry import algorithm as algo_config
 
-    observation_space, action_space, behaviors = probe_environment(env_config)
     try:
-        algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
             experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, cluster=cluster is not None
         )
@@ -536,18 +542,22 @@ def _configure(
         raise InvalidSpecError(str(error)) from None
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
-    config.environment(observation_space=observation_space, action_space=action_space)
     config.debugging(log_level=env.log_level)
     if cluster is not None:
         from rlrunner.entry.cluster import configure_algorithm
 
         configure_algorithm(config)
+    return config
+
+
+def _complete_config(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
+    """Add the probed spaces, validate, and build the RLModule once here (located errors, not a remote failure)."""
+    config.environment(observation_space=observation_space, action_space=action_space)
     try:
         config.validate()
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, observation_space, action_space, experiment)
-    return config, observation_space, action_space, behaviors
 
 
 def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:
@@ -555,7 +565,10 @@ def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, 
     training = experiment.training
     where = "sampling in the driver" if runners == 0 else f"{runners} remote env runner(s)"
     areas = experiment.environment.num_areas
-    what = f"{areas} area(s) in one player" if areas > 1 else f"{envs_per_runner} player(s) each, exchanges overlapped"
+    if areas > 1:
+        what = f"{areas} areas in one player"
+    else:
+        what = f"{envs_per_runner} players each, exchanges overlapped" if envs_per_runner > 1 else "1 player each"
     chosen = [name for name, value in (("env_runners", training.env_runners), ("envs_per_env_runner", training.envs_per_env_runner)) if value == "auto"]
     why = f" ({' and '.join(chosen)}: auto on {num_cpus} CPU(s))" if chosen else f" on {num_cpus} CPU(s)"
     return f"{where}, {what}{why}"

@@ -70,7 +70,7 @@ class PlayersVectorEnv(VectorEnv[Obs, Any, Any]):
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        for index in np.flatnonzero(self._autoreset):
+        for index in np.flatnonzero(self._autoreset).tolist():
             observations[index], infos[index] = self.envs[index].reset()
         for index in sent:
             obs, reward, done, cut, info = self.envs[index].end_step()
@@ -81,7 +81,7 @@ class PlayersVectorEnv(VectorEnv[Obs, Any, Any]):
 
     def _batch(self, observations: list[Any]) -> Obs:
         out = create_empty_array(self.single_observation_space, self.num_envs, fn=np.zeros)
-        return concatenate(self.single_observation_space, observations, out)  # type: ignore[no-any-return]
+        return concatenate(self.single_observation_space, observations, out)
 
     def _infos(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
         masks = [info.get("action_mask") for info in infos]

@@ -398,3 +398,28 @@ def test_checksummed_but_invalid_payload_is_exit_3_with_one_line(tmp_path: Path,
         assert "does not match this launcher's schema (rlrunner versions differ?): " in err and "(and " in err
     else:
         assert err.endswith(HOSTILE_PAYLOADS[case][1] + "\n")
+
+
+def test_describe_layout_names_what_auto_chose() -> None:
+    experiment = train_unity.decode_experiment(train_unity.read_container_env(launcher_env_vars(BASIC_PPO)))
+    assert train_unity.describe_layout(experiment, 0, 2, 2) == (
+        "sampling in the driver, 2 players each, exchanges overlapped (env_runners and envs_per_env_runner: auto on 2 CPU(s))"
+    )
+    fixed = experiment.model_copy(update={"training": experiment.training.model_copy(update={"env_runners": 1, "envs_per_env_runner": 1})})
+    assert train_unity.describe_layout(fixed, 1, 1, 2) == "1 remote env runner(s), 1 player each on 2 CPU(s)"
+
+
+def launcher_env_vars(spec: Path) -> dict[str, str]:
+    experiment_spec, document = load_spec(spec, ())
+    return dict(plan(experiment_spec, spec_dir=document.base_dir, local=True).environment)
+
+
+def test_limit_torch_threads_is_one_unless_omp_num_threads_says_otherwise() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert train_unity.limit_torch_threads({}) == 1
+        assert train_unity.limit_torch_threads({"OMP_NUM_THREADS": "2"}) == 2
+    finally:
+        torch.set_num_threads(before)
