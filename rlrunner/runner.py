@@ -75,6 +75,7 @@ def render_experiment(spec: ExperimentSpec, *, spec_dir: Path = Path(".")) -> di
         algorithm=spec.algorithm,
         training=spec.training,
         cluster=spec.compute.cluster,
+        behaviors=spec.behaviors,
     )
     return experiment.to_data()
 

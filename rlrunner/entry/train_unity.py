@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlrunner.contract import model_dir as model_files
-from rlrunner.contract.checkpoints import CheckpointStore, Progress
+from rlrunner.contract.checkpoints import POLICIES_META, CheckpointStore, Progress, read_checkpoint
 from rlrunner.contract.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -46,13 +46,14 @@ from rlrunner.contract.errors import (
     RunFailedError,
 )
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
-from rlrunner.contract.metrics import format_metrics_line
+from rlrunner.contract.metrics import BEHAVIORS_KEY, POOLED_KEY, behavior_metric, format_metrics_line
 from rlrunner.contract.sagemaker_container import ContainerEnv, read_container_env, resolve_player_path
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
 if TYPE_CHECKING:
     from rlrunner.entry.cluster import HeadCluster
+    from rlrunner.entry.unity_env import Scene
 
 LOOPBACK = "127.0.0.1"
 
@@ -198,20 +199,25 @@ def is_channel_file(path: Path, channels: Mapping[str, Path]) -> bool:
     return any(path.is_relative_to(Path(folder)) for folder in channels.values())
 
 
-def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """Start the player once in this process (one area): clear errors before Ray starts, and the env's spaces."""
-    from rlrunner.entry.unity_env import make_unity_env
+def probe_environment(env_config: Mapping[str, Any]) -> Scene:
+    """Start the player once in this process (one area): clear errors before Ray starts, and the scene's behaviours."""
+    from rlrunner.entry.unity_env import probe_scene
     from rlrunner.unity.errors import UnityEnvError
 
-    environment: EnvironmentSpec = env_config["environment"]
     try:
-        probe = make_unity_env({**env_config, "environment": environment.model_copy(update={"num_areas": 1})})
+        return probe_scene(env_config)
     except UnityEnvError as error:
         raise InfrastructureError(f"environment: {error}") from None
-    try:
-        return probe.observation_space, probe.action_space
-    finally:
-        probe.close()
+
+
+def describe_path(scene: Scene, policies: Mapping[str, list[str]] | None) -> str:
+    """The launcher's line about which env path drives the scene, and why."""
+    if policies is None:
+        (name,) = scene.spaces
+        return f"single-behaviour fast path: {name}, one agent per area (gymnasium env, areas as a vector env)"
+    served = "; ".join(f"{policy} <- {', '.join(names)}" for policy, names in sorted(policies.items()))
+    agents = ", ".join(f"{name}: {count}" for name, count in sorted(scene.agents.items()))
+    return f"multi-agent path: {len(scene.spaces)} behaviour(s) (agents deciding first: {agents}); policies {served}"
 
 
 def configure_ray_environment() -> None:
@@ -271,17 +277,39 @@ def stop_reason(stop: StopSpec, progress: Progress) -> str | None:
 
 
 def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str, float | int | None]:
-    """The values of one metrics line from an RLlib result."""
+    """The values of one metrics line from an RLlib result.
+
+    A multi-agent run reports Unity agent episodes (all behaviours pooled) as the episode metrics,
+    each behaviour's mean return beside them, and the agent steps sampled.
+    """
     runners = result.get("env_runners", {}) or {}
-    return {
+    pooled = runners.get(POOLED_KEY)
+    episodes: Mapping[str, Any] = pooled if isinstance(pooled, Mapping) else runners
+    values: dict[str, float | int | None] = {
         "iteration": progress.iteration,
         "timesteps": progress.timesteps,
-        "episode_return_mean": _float(runners.get("episode_return_mean")),
-        "episode_return_max": _float(runners.get("episode_return_max")),
-        "episode_return_min": _float(runners.get("episode_return_min")),
-        "episode_len_mean": _float(runners.get("episode_len_mean")),
+        "episode_return_mean": _float(episodes.get("episode_return_mean")),
+        "episode_return_max": _float(episodes.get("episode_return_max")),
+        "episode_return_min": _float(episodes.get("episode_return_min")),
+        "episode_len_mean": _float(episodes.get("episode_len_mean")),
         "time_s": round(progress.time_s, 3),
     }
+    behaviors = runners.get(BEHAVIORS_KEY)
+    if isinstance(behaviors, Mapping):
+        agent_steps = result.get("num_agent_steps_sampled_lifetime")
+        if isinstance(agent_steps, Mapping):
+            values["agent_timesteps"] = int(sum(_float(v) or 0 for v in agent_steps.values()))
+        for name, stats in sorted(behaviors.items()):
+            if isinstance(stats, Mapping):
+                values[behavior_metric(name)] = _float(stats.get("episode_return_mean"))
+    return values
+
+
+def _return_mean(result: Mapping[str, Any]) -> float | None:
+    runners = result.get("env_runners") or {}
+    pooled = runners.get(POOLED_KEY)
+    source = pooled if isinstance(pooled, Mapping) else runners
+    return _float(source.get("episode_return_mean"))
 
 
 def _float(value: Any) -> float | None:
@@ -307,17 +335,29 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
-    observation_space, action_space = probe_environment(env_config)
+    scene = probe_environment(env_config)
+    multi_agent = not scene.fast_path or bool(experiment.behaviors)
+    policies: dict[str, list[str]] | None = None
+    if multi_agent:
+        from rlrunner.entry.unity_env import MULTI_AGENT
+
+        env_config = {**env_config, MULTI_AGENT: True}
     try:
-        algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
+        for observation_space, action_space in scene.spaces.values():
+            algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         config = algo_config.build_algorithm_config(
-            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class
+            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, multi_agent=multi_agent
         )
+        if multi_agent:
+            policies = algo_config.configure_multi_agent(config, experiment, scene.spaces, module_class)
     except algo_config.AlgorithmSetupError as error:
         raise InvalidSpecError(str(error)) from None
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
-    config.environment(observation_space=observation_space, action_space=action_space)
+    log(describe_path(scene, policies))
+    if policies is None:
+        observation_space, action_space = next(iter(scene.spaces.values()))
+        config.environment(observation_space=observation_space, action_space=action_space)
     config.debugging(log_level=env.log_level)
     if cluster is not None:
         from rlrunner.entry.cluster import configure_algorithm
@@ -327,7 +367,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         config.validate()
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
-    _check_rl_module(config, observation_space, action_space, experiment)
+    _check_rl_module(config, scene, policies, experiment)
 
     runners = config.num_env_runners
     if cluster is None:
@@ -350,17 +390,20 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         except Exception as error:  # only a report: training goes on
             log(f"warning: could not locate the env runners: {_one_line(error)}")
     try:
-        return _train_loop(env, experiment, algo)
+        return _train_loop(env, experiment, algo, policies)
     finally:
         with contextlib.suppress(Exception):
             algo.stop()  # type: ignore[no-untyped-call]
 
 
-def _check_rl_module(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
+def _check_rl_module(config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment) -> None:
     # Building the module here turns an error in the user's setup() into one located line, instead
     # of a remote actor failure.
     try:
-        spec = config.get_rl_module_spec(spaces={"default_policy": (observation_space, action_space)})
+        if policies is None:
+            spec = config.get_rl_module_spec(spaces={"default_policy": next(iter(scene.spaces.values()))})
+        else:
+            spec = config.get_multi_rl_module_spec(spaces={p: scene.spaces[names[0]] for p, names in policies.items()})
         spec.build()
     except Exception as error:
         frames = traceback.extract_tb(error.__traceback__)
@@ -370,13 +413,15 @@ def _check_rl_module(config: Any, observation_space: Any, action_space: Any, exp
         raise InvalidSpecError(f"algorithm.model: {what} could not be built{where}: {_one_line(error)}") from None
 
 
-def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
+def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any, policies: Mapping[str, list[str]] | None = None) -> Path:
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
     for path in store.clean():
         log(f"removed incomplete checkpoint {path.name}")
     progress = Progress(iteration=0, timesteps=0, time_s=0.0)
-    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
+    meta: dict[str, Any] = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash}
+    if policies is not None:
+        meta[POLICIES_META] = {policy: list(names) for policy, names in policies.items()}
     newest = store.newest()
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
@@ -399,7 +444,7 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
             iteration=int(algo.iteration),
             timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
             time_s=time.monotonic() - started,
-            episode_return_mean=_float((result.get("env_runners") or {}).get("episode_return_mean")),
+            episode_return_mean=_return_mean(result),
         )
         print(format_metrics_line(iteration_metrics(result, progress)), flush=True)
         reason = stop_reason(training.stop, progress)
@@ -415,8 +460,14 @@ def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any) -> Path:
 
 def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
     """Export the final policy (ONNX + descriptions) to the model dir."""
-    from rlrunner.entry.export import export_policy
+    from rlrunner.entry.export import export_policies, export_policy
 
+    saved = read_checkpoint(checkpoint)
+    policies = saved.meta.get(POLICIES_META) if saved is not None else None
+    if policies:
+        export_policies(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post, policies=policies)
+        log(f"exported {len(policies)} policies ({', '.join(sorted(policies))}) to {env.model_dir} (from {checkpoint.name})")
+        return
     description = export_policy(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post)
     log(f"exported {description['algorithm']} policy to {env.model_dir} (from {checkpoint.name})")
 
@@ -437,6 +488,9 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     from rlrunner.entry.evaluate import evaluate_policy
 
     episodes = experiment.training.evaluation_episodes
+    if model_files.POLICIES_FILE in {path.name for path in env.model_dir.iterdir()}:
+        log("per-behaviour evaluation of a multi-policy model is not built yet; skipped (see policies.json)")
+        return
     log(f"evaluating the exported policy greedily over {episodes} episodes")
     try:
         result = evaluate_policy(

@@ -68,7 +68,7 @@ class _Agent:
     seen: int = 0  # the exchange it last appeared in
 
 
-class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
+class UnityMultiAgentEnv(MultiAgentEnv):
     """Every agent of every behaviour of a Unity scene as one RLlib ``MultiAgentEnv``."""
 
     def __init__(
@@ -81,7 +81,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         max_episode_steps: int | None = None,
         episode_horizon: int = EPISODE_HORIZON,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._env = env
         self._fresh = not env.behavior_specs
         if self._fresh:
@@ -99,10 +99,10 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         self.observation_spaces = None
         self.action_spaces = None
         self.observation_space = gymnasium.spaces.Dict(
-            {aid: self._conv[behavior_of(aid)].observation_space for aid in self.possible_agents}
+            {str(aid): self._conv[behavior_of(str(aid))].observation_space for aid in self.possible_agents}
         )
         self.action_space = gymnasium.spaces.Dict(
-            {aid: self._conv[behavior_of(aid)].action_space for aid in self.possible_agents}
+            {str(aid): self._conv[behavior_of(str(aid))].action_space for aid in self.possible_agents}
         )
         self._max_episode_steps = max_episode_steps
         self._horizon = episode_horizon
@@ -129,13 +129,13 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         """Protocol exchanges (Unity steps) so far."""
         return self._exchanges
 
-    def get_observation_space(self, agent_id: str) -> gymnasium.Space[Any]:
+    def get_observation_space(self, agent_id: Any) -> gymnasium.Space[Any]:
         """The observation space of the agent's behaviour."""
-        return self._conv[behavior_of(agent_id)].observation_space
+        return self._conv[behavior_of(str(agent_id))].observation_space
 
-    def get_action_space(self, agent_id: str) -> gymnasium.Space[Any]:
+    def get_action_space(self, agent_id: Any) -> gymnasium.Space[Any]:
         """The action space of the agent's behaviour."""
-        return self._conv[behavior_of(agent_id)].action_space
+        return self._conv[behavior_of(str(agent_id))].action_space
 
     def pop_finished(self) -> dict[str, list[tuple[float, int]]]:
         """(return, decisions) of every Unity agent episode that ended since the last call, per behaviour."""
@@ -148,7 +148,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Obs], dict[str, Any]]:
+    ) -> tuple[dict[Any, Obs], dict[Any, Any]]:
         """Start an RLlib episode; Unity is reset only the first time."""
         super().reset(seed=seed, options=options)
         if not self._started:
@@ -170,7 +170,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         self._steps = 0
         for agent in self._live.values():
             agent.agent_id = ""  # a new RLlib episode: new ids when they next decide
-        obs: dict[str, Obs] = {}
+        obs: dict[Any, Obs] = {}
         for name, decision in self._waiting.items():
             conv = self._conv[name]
             for row, unity_id in enumerate(decision.agent_id):
@@ -182,17 +182,17 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         self._open = set(obs)
         return obs, {}
 
-    def step(
-        self, action_dict: dict[str, Any]
-    ) -> tuple[dict[str, Obs], dict[str, float], dict[str, bool], dict[str, bool], dict[str, Any]]:
+    def step(  # type: ignore[override]
+        self, action_dict: dict[Any, Any]
+    ) -> tuple[dict[Any, Obs], dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
         """Send the actions of the agents that were asked; run Unity until some agent must decide."""
         if not self._started:
             raise UnityEnvError("unity_env: step() called before reset()")
         self._send(action_dict)
-        obs: dict[str, Obs] = {}
-        rewards: dict[str, float] = {}
-        terminateds: dict[str, bool] = {"__all__": False}
-        truncateds: dict[str, bool] = {"__all__": False}
+        obs: dict[Any, Obs] = {}
+        rewards: dict[Any, Any] = {}
+        terminateds: dict[Any, Any] = {"__all__": False}
+        truncateds: dict[Any, Any] = {"__all__": False}
         with _player_errors(self._env, "step()"):
             for _ in range(_MAX_SILENT_STEPS):
                 self._exchange()
@@ -229,7 +229,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         self._next_index += 1
         return agent_id
 
-    def _send(self, action_dict: dict[str, Any]) -> None:
+    def _send(self, action_dict: dict[Any, Any]) -> None:
         for name, decision in self._waiting.items():
             conv = self._conv[name]
             actions = []
