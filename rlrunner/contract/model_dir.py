@@ -46,4 +46,5 @@ def read_evaluation(model_dir: Path) -> dict[str, Any] | None:
 
 def locate_model_dir(path: Path) -> Path:
     """The model dir of a run dir (`<run>/model/`), or the path itself."""
-    return path / "model" if (path / "model" / ONNX_FILE).is_file() else path
+    model = path / "model"
+    return model if (model / ONNX_FILE).is_file() or (model / POLICIES_FILE).is_file() else path

@@ -488,10 +488,7 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     from rlrunner.entry.evaluate import evaluate_policy
 
     episodes = experiment.training.evaluation_episodes
-    if model_files.POLICIES_FILE in {path.name for path in env.model_dir.iterdir()}:
-        log("per-behaviour evaluation of a multi-policy model is not built yet; skipped (see policies.json)")
-        return
-    log(f"evaluating the exported policy greedily over {episodes} episodes")
+    log(f"evaluating the exported policy greedily over {episodes} episodes (per behaviour)")
     try:
         result = evaluate_policy(
             env.model_dir, episodes=episodes, greedy=True, seed=experiment.training.seed,
@@ -500,7 +497,11 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     except Exception as error:
         raise RunFailedError(f"evaluation of the exported policy failed: {_one_line(_root_cause(error))}") from None
     model_files.write_evaluation(result, env.model_dir)
-    log(f"evaluation: mean {result['mean']:.4f}, max {result['max']:.4f}, min {result['min']:.4f} over {result['episodes']} episodes")
+    for name, figures in result.get("behaviors", {"": result}).items():
+        log(
+            f"evaluation{' of ' + name if name else ''}: mean {figures['mean']:.4f}, max {figures['max']:.4f}, "
+            f"min {figures['min']:.4f} over {figures['episodes']} episodes"
+        )
 
 
 def run(env: ContainerEnv, args: argparse.Namespace) -> int:

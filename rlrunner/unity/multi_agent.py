@@ -8,8 +8,10 @@ stepped through inside one ``step()`` (rewards reported for an agent in the mean
 
 Agent ids. RLlib does not let an agent act again after it is done within one episode, and Unity
 may reuse an agent id after a terminal step, so every agent episode gets its own RLlib agent id,
-``"<behaviour>#<n>"`` (``n`` counts from 0 in every RLlib episode, so ids repeat across episodes and
-RLlib's per-agent metrics stay bounded). ``behavior_of(agent_id)`` gives the behaviour back; the
+``"<behaviour>#<n>"`` (``n`` counts from 0 per behaviour in every RLlib episode, so ids repeat across
+episodes and RLlib's per-agent metrics stay bounded). RLlib's connectors look agents' spaces up by
+id in a fixed table, so ``possible_agents`` lists ``AGENT_IDS`` ids per behaviour and an RLlib episode
+is cut early when half of them are used. ``behavior_of(agent_id)`` gives the behaviour back; the
 policy mapping lives with the algorithm (``rlrunner.entry.algorithm``).
 
 Episodes. A Unity scene never ends, so the adapter cuts it into RLlib episodes of
@@ -42,6 +44,8 @@ with warnings.catch_warnings():
 AGENT_SEPARATOR = "#"
 EPISODE_HORIZON = 1000
 """Default length of one RLlib episode cut from the never-ending scene (environment steps)."""
+AGENT_IDS = 1024
+"""Agent ids per behaviour in ``possible_agents``; an RLlib episode is cut once half are used."""
 RETURNS_KEPT = 1000
 """Finished agent-episode returns kept per behaviour until ``pop_finished`` drains them."""
 
@@ -94,7 +98,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):
             name: Converter(env.behavior_specs[name], uint8_visual, flatten_branched, allow_multiple_obs)
             for name in self.behaviors
         }
-        self.possible_agents = [f"{name}{AGENT_SEPARATOR}0" for name in self.behaviors]
+        self.possible_agents = [f"{name}{AGENT_SEPARATOR}{n}" for name in self.behaviors for n in range(AGENT_IDS)]
         self.agents = []
         self.observation_spaces = None
         self.action_spaces = None
@@ -109,7 +113,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):
         self._live: dict[tuple[str, int], _Agent] = {}
         self._waiting: dict[str, DecisionSteps] = {}  # decisions Unity waits for, per behaviour
         self._steps_now: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
-        self._next_index = 0
+        self._next_index = dict.fromkeys(self.behaviors, 0)
         self._open: set[str] = set()  # agents of this RLlib episode that are not done
         self._steps = 0
         self._exchanges = 0
@@ -166,7 +170,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):
                     agent = self._agent(name, int(unity_id))
                     agent.unity_return += float(reward)
                     agent.unity_length += 1
-        self._next_index = 0
+        self._next_index = dict.fromkeys(self.behaviors, 0)
         self._steps = 0
         for agent in self._live.values():
             agent.agent_id = ""  # a new RLlib episode: new ids when they next decide
@@ -209,7 +213,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):
             everyone = terminateds if all(terminateds.get(aid) for aid in self._open) else truncateds
             everyone["__all__"] = True
             self._drop_ids()
-        elif self._steps >= self._horizon:
+        elif self._steps >= self._horizon or max(self._next_index.values()) >= AGENT_IDS // 2:
             self._cut(obs, rewards, truncateds)
         else:
             self._open = {aid for aid in (self._open | set(obs)) if aid not in ended}
@@ -225,9 +229,11 @@ class UnityMultiAgentEnv(MultiAgentEnv):
     # --- internals ------------------------------------------------------------------------------
 
     def _new_id(self, behavior: str) -> str:
-        agent_id = f"{behavior}{AGENT_SEPARATOR}{self._next_index}"
-        self._next_index += 1
-        return agent_id
+        index = self._next_index[behavior]
+        if index >= AGENT_IDS:
+            raise UnityEnvError(f"unity_env: more than {AGENT_IDS // 2} agents of {behavior} started in one step")
+        self._next_index[behavior] = index + 1
+        return f"{behavior}{AGENT_SEPARATOR}{index}"
 
     def _send(self, action_dict: dict[Any, Any]) -> None:
         for name, decision in self._waiting.items():

@@ -17,7 +17,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rlrunner.envs.basic.player import COMMUNICATION_VERSION, Game, Player, apply_side_channel, parse_args, watch_parent, _configure_logging
+from rlrunner.envs.basic.player import (
+    COMMUNICATION_VERSION,
+    Game,
+    Player,
+    _configure_logging,
+    apply_side_channel,
+    parse_args,
+    watch_parent,
+)
 from rlrunner.unity import wire
 
 RUNNER = "Runner?team=0"
