@@ -296,7 +296,7 @@ def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str
     }
     behaviors = runners.get(BEHAVIORS_KEY)
     if isinstance(behaviors, Mapping):
-        agent_steps = result.get("num_agent_steps_sampled_lifetime")
+        agent_steps = runners.get("num_agent_steps_sampled_lifetime")  # by agent id
         if isinstance(agent_steps, Mapping):
             values["agent_timesteps"] = int(sum(_float(v) or 0 for v in agent_steps.values()))
         for name, stats in sorted(behaviors.items()):

@@ -90,8 +90,8 @@ def test_multi_agent_config_one_module_per_policy_with_overrides() -> None:
 def test_metrics_line_and_csv_carry_each_behaviour(tmp_path: Path) -> None:
     result = {
         "num_env_steps_sampled_lifetime": 900,
-        "num_agent_steps_sampled_lifetime": {"Runner?team=0#0": 500, "Walker?team=0#1": 200},
         "env_runners": {
+            "num_agent_steps_sampled_lifetime": {"Runner?team=0#0": 500, "Walker?team=0#1": 200},
             "episode_return_mean": 12.0,  # RLlib's sum over a whole cut of the scene: not shown
             "agent_episodes": {"episode_return_mean": 0.5, "episode_return_max": 0.93, "episode_return_min": 0.07, "episode_len_mean": 9.0},
             "behaviors": {"Runner?team=0": {"episode_return_mean": 0.6}, "Walker?team=0": {"episode_return_mean": 0.3}},
