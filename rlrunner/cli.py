@@ -304,7 +304,12 @@ def export(run_dir: Path, export_format: str, output: str) -> None:
 
 
 def print_evaluation(result: dict[str, Any], written: Path) -> None:
-    """The evaluation as a table: rich on a terminal, plain text otherwise."""
+    """The evaluation as a table: rich on a terminal, plain text otherwise (one per behaviour of a multi-policy run)."""
+    if "mean" not in result:
+        for name, figures in result.get("behaviors", {}).items():
+            click.echo(f"behaviour {name}")
+            print_evaluation({**figures, "greedy": result["greedy"]}, written)
+        return
     rows = [
         ("episodes", str(result["episodes"])),
         ("mean", f"{result['mean']:.4f}"),

@@ -26,6 +26,7 @@ from rlrunner.contract.model_dir import (
     INPUT_NAME,
     METADATA_FILE,
     ONNX_FILE,
+    POLICIES_FILE,
 )
 
 ActionKind = Literal["discrete", "multi_discrete", "box"]
@@ -205,6 +206,8 @@ class OnnxPolicy:
 def check_model_dir(model_dir: str | Path) -> Path:
     """`model_dir` as a Path, or PolicyError naming the policy files it lacks."""
     model_dir = Path(model_dir)
+    if (model_dir / POLICIES_FILE).is_file():
+        return model_dir  # a multi-policy model dir: one model dir per policy under policies/
     missing = [name for name in (ONNX_FILE, METADATA_FILE) if not (model_dir / name).is_file()]
     if missing:
         raise PolicyError(f"{model_dir}: not a model dir ({', '.join(missing)} missing)")

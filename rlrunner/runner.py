@@ -83,6 +83,7 @@ def render_experiment(spec: ExperimentSpec, *, spec_dir: Path = Path(".")) -> di
         algorithm=spec.algorithm,
         training=training,
         cluster=spec.compute.cluster,
+        behaviors=spec.behaviors,
     )
     return experiment.to_data()
 

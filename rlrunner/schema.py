@@ -212,6 +212,8 @@ def dump_algorithm(algorithm: AlgorithmSpecBase) -> dict[str, Any]:
 def _dump(model: ExperimentSpec | Experiment, exclude: set[str] | None = None) -> dict[str, Any]:
     data = model.model_dump(mode="json", by_alias=True, exclude=exclude)
     data["algorithm"] = dump_algorithm(model.algorithm)
+    if not data.get("behaviors"):
+        data.pop("behaviors", None)  # specs without the section keep their run ids
     return data
 
 
@@ -446,6 +448,42 @@ class SweepSpec(Frozen):
         return combos * max(len(self.seeds), 1)
 
 
+POLICY_PATTERN = r"^[A-Za-z0-9_\-.]+$"
+
+
+class BehaviorSettings(Frozen):
+    """One behaviour of the scene, by its name without `?team=N`: the policy that drives it and its overrides."""
+
+    policy: Annotated[str, Field(pattern=POLICY_PATTERN)] | None = None
+    """The policy (one RLModule) that drives it; behaviours naming the same policy share it (None: the behaviour's name)."""
+    model: dict[str, JsonValue] = {}
+    """RLlib DefaultModelConfig keys for this policy, over `algorithm.model`."""
+    hyperparameters: dict[str, JsonValue] = {}
+    """RLlib config keys for this policy's learner, over `algorithm.hyperparameters` (e.g. `lr`, `entropy_coeff`)."""
+
+
+def _check_behaviors(behaviors: dict[str, BehaviorSettings], algorithm: str) -> None:
+    table = load_table()
+    policies: dict[str, tuple[str, BehaviorSettings]] = {}
+    for name, settings in behaviors.items():
+        for key in settings.model:
+            if key not in table["model"] or key in ("module", "module_config"):
+                raise ValueError(f"behaviors.{name}.model.{key}: not an RLlib DefaultModelConfig key")
+        for key in settings.hyperparameters:
+            if key not in table["algorithms"][algorithm]:
+                raise ValueError(f"behaviors.{name}.hyperparameters.{key}: not an RLlib {algorithm} config key")
+        policy = settings.policy or name
+        other = policies.setdefault(policy, (name, settings))
+        if other[0] != name and (other[1].model, other[1].hyperparameters) != (settings.model, settings.hyperparameters):
+            raise ValueError(
+                f"behaviors.{name}: shares policy {policy!r} with behaviors.{other[0]}, so give the model and "
+                "hyperparameters in one of them only (or the same in both)"
+            )
+
+
+BehaviorsField = dict[Annotated[str, Field(pattern=r"^[^?#]+$")], BehaviorSettings]
+
+
 class ExperimentSpec(Frozen):
     """One experiment: environment, algorithm, training, compute, deployment and an optional sweep."""
 
@@ -467,11 +505,14 @@ class ExperimentSpec(Frozen):
     """The inference endpoint."""
     sweep: SweepSpec | None = None
     """Run many variants of this experiment."""
+    behaviors: BehaviorsField = {}
+    """Per behaviour of the scene (name without `?team=N`): its policy and model/hyperparameter overrides; by default every behaviour gets its own policy."""
 
     @model_validator(mode="after")
     def _custom_module_needs_source_dir(self) -> ExperimentSpec:
         if self.algorithm.model.module is not None and self.source_dir is None:
             raise ValueError("algorithm.model.module: needs source_dir, the folder that holds the module's file")
+        _check_behaviors(self.behaviors, self.algorithm.name)
         return self
 
     def on_this_machine(self) -> ExperimentSpec:
@@ -504,6 +545,8 @@ class Experiment(Frozen):
     """How the training loop runs."""
     cluster: ClusterSpec = ClusterSpec()
     """Multi-instance jobs: how the hosts form one Ray cluster."""
+    behaviors: BehaviorsField = {}
+    """Per behaviour: its policy and overrides."""
 
     def to_data(self) -> dict[str, Any]:
         """The experiment as JSON-able data (what the env vars carry)."""

@@ -3,7 +3,9 @@
 A checkpoint is `checkpoint_<iteration:06d>/` holding RLlib's files plus `rlrunner_checkpoint.json`,
 written last, with the training progress and the size of every file. A folder without that manifest,
 or whose files do not match it (a kill during the write, a partial S3 sync), is not complete and is
-never resumed from. No Ray import here.
+never resumed from. No Ray import here. A multi-agent run's manifest meta also carries `policies`
+(`POLICIES_META`): every policy (RLModule id under `learner_group/learner/rl_module/`) mapped to the
+behaviours it serves, as the scene names them, for exporters.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ DISK_RESERVE_BYTES = 1024 * 1024
 """Free space kept beyond the size of a checkpoint before one is written (logs and records need some too)."""
 PREFIX = "checkpoint_"
 _NAME = re.compile(rf"^{PREFIX}(\d{{6,}})$")
+POLICIES_META = "policies"
+"""Manifest meta key of a multi-agent checkpoint: {policy id: [behaviour names]}."""
 _PARTIAL_PREFIX = ".partial-"
 _TRASH_PREFIX = ".trash-"
 

@@ -31,12 +31,28 @@ TENSORBOARD_TAGS = {
 METRIC_NAMES = ("iteration", "timesteps", *TENSORBOARD_TAGS, "time_s")
 """What a metrics line, metrics.csv and the SageMaker metric definitions hold (SageMaker allows 40 definitions)."""
 FLOAT_REGEX = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
+BEHAVIOR_PREFIX = "episode_return_mean."
+"""Per-behaviour fields of a multi-agent run: `episode_return_mean.<Name>_team<N>=…` (after the fixed ones)."""
+EXTRA_NAMES = ("agent_timesteps",)
+"""Optional fields: agent steps sampled (multi-agent runs; `timesteps` stays environment steps)."""
+BEHAVIORS_KEY = "behaviors"
+POOLED_KEY = "agent_episodes"
+"""Where the launcher's callback logs per-behaviour and pooled agent-episode metrics under `env_runners/`."""
+_BEHAVIOR_FIELD = re.compile(rf"\b({re.escape(BEHAVIOR_PREFIX)}[A-Za-z0-9_\-.]+)=({FLOAT_REGEX})")
+
+
+def behavior_metric(behavior: str) -> str:
+    """The metrics-line field of a behaviour's mean return: `Striker?team=0` -> `episode_return_mean.Striker_team0`."""
+    name, _, team = behavior.partition("?team=")
+    label = re.sub(r"[^A-Za-z0-9_\-.]", "_", name) + (f"_team{team}" if team else "")
+    return BEHAVIOR_PREFIX + label
 
 
 def format_metrics_line(values: Mapping[str, float | int | None]) -> str:
     """One line per iteration: `rlrunner-metrics iteration=3 timesteps=1500 episode_return_mean=0.52 …`."""
     fields = []
-    for name in METRIC_NAMES:
+    extra = sorted(name for name in values if name.startswith(BEHAVIOR_PREFIX))
+    for name in (*METRIC_NAMES, *EXTRA_NAMES, *extra):
         value = values.get(name)
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             continue
@@ -59,8 +75,10 @@ def parse_metrics_line(line: str) -> dict[str, float] | None:
     if not line.startswith(LINE_PREFIX):
         return None
     values = {}
-    for name in METRIC_NAMES:
+    for name in (*METRIC_NAMES, *EXTRA_NAMES):
         match = re.search(metric_regex(name), line)
         if match:
             values[name] = float(match.group(1))
+    for match in _BEHAVIOR_FIELD.finditer(line):
+        values[match.group(1)] = float(match.group(2))
     return values

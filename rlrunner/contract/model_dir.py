@@ -3,6 +3,8 @@
 The launcher's export writes `policy.onnx` (input `obs` float32 `[batch, *obs_shape]`; outputs
 `actions`, the greedy actions, and `action_dist_inputs`), `policy.json` (format, spaces, names) and
 `experiment.json` (the decoded experiment); its end-of-run evaluation writes `evaluation.json`.
+A multi-policy run (several behaviours) writes that set once per policy under `policies/<policy>/`
+and `policies.json`, which maps every policy to the behaviours it serves (names as the scene reports them).
 SageMaker uploads the folder as model.tar.gz; `rlrunner evaluate`, `serve` and `deploy` read it.
 """
 
@@ -21,6 +23,9 @@ ONNX_FILE = "policy.onnx"
 METADATA_FILE = "policy.json"
 EXPERIMENT_FILE = "experiment.json"
 EVALUATION_FILE = "evaluation.json"
+POLICIES_FILE = "policies.json"
+"""A multi-policy model dir: {"format": 1, "policies": {policy: {"dir": "policies/<policy>", "behaviors": [...]}}}."""
+POLICIES_DIR = "policies"
 INPUT_NAME = "obs"
 ACTIONS = "actions"
 DIST_INPUTS = "action_dist_inputs"
@@ -41,4 +46,5 @@ def read_evaluation(model_dir: Path) -> dict[str, Any] | None:
 
 def locate_model_dir(path: Path) -> Path:
     """The model dir of a run dir (`<run>/model/`), or the path itself."""
-    return path / "model" if (path / "model" / ONNX_FILE).is_file() else path
+    model = path / "model"
+    return model if (model / ONNX_FILE).is_file() or (model / POLICIES_FILE).is_file() else path

@@ -22,7 +22,7 @@ from typing import Any
 
 from rlrunner.contract.errors import InvalidSpecError, UsageError
 from rlrunner.contract.identity import LONGER_TRAINING, describe_changes, hash_identity, identity_changes, trains_longer
-from rlrunner.contract.metrics import METRIC_NAMES
+from rlrunner.contract.metrics import BEHAVIOR_PREFIX, EXTRA_NAMES, METRIC_NAMES
 from rlrunner.contract.sagemaker_container import OptMl
 
 RUNS_ROOT = Path("runs")
@@ -217,7 +217,7 @@ class MetricsTable:
         if path.is_file():
             with open(path, newline="") as handle:
                 for row in csv.DictReader(handle):
-                    self.rows.append({k: float(v) for k, v in row.items() if k in METRIC_NAMES and v not in ("", None)})
+                    self.rows.append({k: float(v) for k, v in row.items() if _is_column(k) and v not in ("", None)})
 
     def add(self, values: Mapping[str, float]) -> None:
         """Add an iteration's row (dropping rows from the same or later iterations) and rewrite the CSV."""
@@ -229,14 +229,21 @@ class MetricsTable:
 
     def write(self) -> None:
         """Write the CSV atomically."""
-        lines = [",".join(METRIC_NAMES)]
-        lines += [",".join(_cell(row.get(name)) for name in METRIC_NAMES) for row in self.rows]
+        # Multi-agent runs add agent steps and one column per behaviour after the fixed ones.
+        extra = sorted({name for row in self.rows for name in row if name not in METRIC_NAMES and _is_column(name)})
+        names = (*METRIC_NAMES, *(n for n in EXTRA_NAMES if n in extra), *(n for n in extra if n not in EXTRA_NAMES))
+        lines = [",".join(names)]
+        lines += [",".join(_cell(row.get(name)) for name in names) for row in self.rows]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
 
     @property
     def last(self) -> dict[str, float] | None:
         """The newest row."""
         return self.rows[-1] if self.rows else None
+
+
+def _is_column(name: str | None) -> bool:
+    return name is not None and (name in METRIC_NAMES or name in EXTRA_NAMES or name.startswith(BEHAVIOR_PREFIX))
 
 
 def _cell(value: float | None) -> str:

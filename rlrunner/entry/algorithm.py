@@ -104,6 +104,92 @@ def model_config(experiment: Experiment) -> dict[str, Any]:
     return data
 
 
+def behavior_policies(behaviors: list[str], experiment: Experiment) -> dict[str, str]:
+    """Fully qualified behaviour name -> policy id: `behaviors.<name>.policy`, else the name without `?team=N`.
+
+    A behaviour named in the spec but absent from the scene is a user error that names what the scene has.
+    """
+    from rlrunner.unity.multi_agent import policy_name
+
+    present = {policy_name(name) for name in behaviors}
+    missing = sorted(set(experiment.behaviors) - present)
+    if missing:
+        raise AlgorithmSetupError(
+            f"behaviors.{missing[0]}: the scene has no behaviour {missing[0]!r}; it has "
+            f"{', '.join(sorted(present))} (behaviour names without ?team=N)"
+        )
+    result = {}
+    for name in behaviors:
+        settings = experiment.behaviors.get(policy_name(name))
+        result[name] = settings.policy if settings is not None and settings.policy else policy_name(name)
+    return result
+
+
+class PolicyMapping:
+    """RLlib's `policy_mapping_fn`: an agent id of `UnityMultiAgentEnv` -> its behaviour's policy (picklable)."""
+
+    def __init__(self, policies: Mapping[str, str]) -> None:
+        self.policies = dict(policies)
+
+    def __call__(self, agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+        from rlrunner.unity.multi_agent import behavior_of
+
+        return self.policies[behavior_of(str(agent_id))]
+
+
+def policy_spaces(
+    spaces: Mapping[str, tuple[Any, Any]], policies: Mapping[str, str]
+) -> dict[str, tuple[Any, Any]]:
+    """Policy id -> (observation space, action space); behaviours that share a policy must agree."""
+    result: dict[str, tuple[Any, Any]] = {}
+    owner: dict[str, str] = {}
+    for name, pair in sorted(spaces.items()):
+        policy = policies[name]
+        if policy in result and result[policy] != pair:
+            raise AlgorithmSetupError(
+                f"behaviors: {name} and {owner[policy]} share policy {policy!r} but their spaces differ "
+                f"({pair[0]}, {pair[1]} vs {result[policy][0]}, {result[policy][1]})"
+            )
+        result.setdefault(policy, pair)
+        owner.setdefault(policy, name)
+    return result
+
+
+def configure_multi_agent(
+    config: AlgorithmConfig,
+    experiment: Experiment,
+    spaces: Mapping[str, tuple[Any, Any]],
+    module_class: type | None = None,
+) -> dict[str, list[str]]:
+    """One RLModule per policy, the mapping from agents to policies and per-policy overrides; returns policy -> behaviours."""
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    policies = behavior_policies(sorted(spaces), experiment)
+    by_policy = policy_spaces(spaces, policies)
+    served: dict[str, list[str]] = {policy: sorted(n for n, p in policies.items() if p == policy) for policy in by_policy}
+    base_model = dict(experiment.to_data()["algorithm"]["model"].get("module_config", {})) if module_class else model_config(experiment)
+    specs = {}
+    overrides = {}
+    for policy, (observation_space, action_space) in by_policy.items():
+        settings = [experiment.behaviors[n.split("?", 1)[0]] for n in served[policy] if n.split("?", 1)[0] in experiment.behaviors]
+        model = {**base_model, **(dict(settings[0].model) if settings else {})}
+        specs[policy] = RLModuleSpec(
+            module_class=module_class,
+            observation_space=observation_space,
+            action_space=action_space,
+            model_config=model or None,
+        )
+        if settings and settings[0].hyperparameters:
+            overrides[policy] = dict(settings[0].hyperparameters)
+    config.multi_agent(policies=set(by_policy), policy_mapping_fn=PolicyMapping(policies))
+    config.rl_module(
+        rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs),
+        algorithm_config_overrides_per_module=overrides,
+    )
+    return served
+
+
 def build_algorithm_config(
     experiment: Experiment,
     *,
@@ -112,14 +198,15 @@ def build_algorithm_config(
     module_class: type | None = None,
     env_name: str = ENV_NAME,
     cluster: bool = False,
+    multi_agent: bool = False,
 ) -> AlgorithmConfig:
-    """The RLlib AlgorithmConfig for an experiment (new API stack, torch)."""
+    """The RLlib AlgorithmConfig for an experiment (new API stack, torch); `multi_agent`: `UnityMultiAgentEnv` runners."""
     from ray.rllib.algorithms.registry import ALGORITHMS
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     training = experiment.training
     environment = experiment.environment
-    if environment.num_areas > 1 and training.envs_per_env_runner != "auto" and training.envs_per_env_runner > 1:
+    if not multi_agent and environment.num_areas > 1 and training.envs_per_env_runner != "auto" and training.envs_per_env_runner > 1:
         raise AlgorithmSetupError(
             f"training.envs_per_env_runner ({training.envs_per_env_runner}) and environment.num_areas "
             f"({environment.num_areas}): use one of them; each env runner drives either several players "
@@ -134,7 +221,14 @@ def build_algorithm_config(
     config.environment(env=env_name, env_config=dict(env_config))
     runners = resolve_env_runners(training.env_runners, num_cpus, cluster=cluster)
     players = resolve_players(training.envs_per_env_runner, num_cpus, runners, environment.num_areas)
-    if environment.num_areas > 1:
+    if multi_agent:
+        from rlrunner.entry.behavior_metrics import BehaviorMetrics
+
+        # Areas are the player's business here: one player, one MultiAgentEnv, whatever its agents.
+        envs = 1 if training.envs_per_env_runner == "auto" else training.envs_per_env_runner
+        config.env_runners(num_env_runners=runners, num_envs_per_env_runner=envs)
+        config.callbacks(BehaviorMetrics)
+    elif environment.num_areas > 1:
         # One player with N areas is one gymnasium VectorEnv: RLlib calls the creator once with num_envs.
         import gymnasium
 
@@ -177,6 +271,10 @@ def build_algorithm_config(
 
 __all__ = [
     "ACTION_SPACES",
+    "PolicyMapping",
+    "behavior_policies",
+    "configure_multi_agent",
+    "policy_spaces",
     "ENV_NAME",
     "AlgorithmSetupError",
     "build_algorithm_config",

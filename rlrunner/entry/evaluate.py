@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, RlrunnerError, UsageError
-from rlrunner.contract.model_dir import DEFAULT_EVALUATION_EPISODES
+from rlrunner.contract.model_dir import DEFAULT_EVALUATION_EPISODES, POLICIES_FILE
+from rlrunner.contract.run_dir import read_json
 from rlrunner.policy import OnnxPolicy, read_experiment
 from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
@@ -46,6 +47,11 @@ def evaluate_policy(
     """
     if episodes < 1:
         raise ValueError(f"episodes: must be >= 1 (got {episodes})")
+    if (Path(model_dir) / POLICIES_FILE).is_file():
+        return evaluate_policies(
+            model_dir, episodes=episodes, greedy=greedy, seed=seed, step_limit=step_limit,
+            executable=executable, env_factory=env_factory,
+        )  # fmt: skip
     policy = OnnxPolicy.from_dir(model_dir, threads=1)
     environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
     if executable is None:
@@ -61,6 +67,74 @@ def evaluate_policy(
     finally:
         env.close()
     return summarize(returns, lengths) | {"greedy": greedy, "seed": seed, "model_dir": str(model_dir)}
+
+
+def evaluate_policies(
+    model_dir: str | Path,
+    *,
+    episodes: int,
+    greedy: bool = True,
+    seed: int | None = None,
+    step_limit: int | None = None,
+    executable: Path | None = None,
+    env_factory: EnvFactory | None = None,
+) -> dict[str, Any]:
+    """A multi-policy model dir: play until every behaviour has `episodes` agent episodes; `behaviors` holds each one's figures."""
+    from rlrunner.entry.unity_env import MULTI_AGENT
+
+    index = read_json(Path(model_dir) / POLICIES_FILE) or {}
+    entries: dict[str, Any] = index.get("policies") or {}
+    choosers = {
+        policy: make_chooser(OnnxPolicy.from_dir(Path(model_dir) / entry["dir"], threads=1), greedy=greedy, seed=seed)
+        for policy, entry in entries.items()
+    }
+    policy_of = {behavior: policy for policy, entry in entries.items() for behavior in entry["behaviors"]}
+    environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
+    if executable is None:
+        executable = recorded_executable(environment)
+    env_config = evaluation_env_config(environment, executable, seed=seed, step_limit=step_limit)
+    env = (env_factory or _make_unity_env)({**env_config, MULTI_AGENT: True, "episode_horizon": 2**31})
+    try:
+        played = play_multi_agent(env, policy_of, choosers, episodes, seed=seed)
+    finally:
+        env.close()
+    behaviors = {name: summarize([r for r, _ in done], [n for _, n in done]) for name, done in sorted(played.items())}
+    return {"behaviors": behaviors, "greedy": greedy, "seed": seed, "model_dir": str(model_dir)}
+
+
+def play_multi_agent(
+    env: Any, policy_of: Mapping[str, str], choosers: Mapping[str, Chooser], episodes: int, *, seed: int | None = None
+) -> dict[str, list[tuple[float, int]]]:
+    """Play a `UnityMultiAgentEnv` until every behaviour finished `episodes` agent episodes; (return, length) per behaviour."""
+    from rlrunner.unity.multi_agent import behavior_of
+
+    finished: dict[str, list[tuple[float, int]]] = {name: [] for name in env.behaviors}
+    totals: dict[str, float] = {}
+    lengths: dict[str, int] = {}
+    obs, _ = env.reset(seed=seed)
+    while any(len(done) < episodes for done in finished.values()):
+        groups: dict[str, list[str]] = {}
+        for agent_id in env.agents:
+            groups.setdefault(behavior_of(agent_id), []).append(agent_id)
+        actions: dict[str, Any] = {}
+        for name, agent_ids in groups.items():
+            chosen = choosers[policy_of[name]](np.stack([_batch(obs[a]) for a in agent_ids]))
+            actions.update(zip(agent_ids, chosen, strict=True))
+            for agent_id in agent_ids:
+                lengths[agent_id] = lengths.get(agent_id, 0) + 1
+        obs, rewards, terminateds, truncateds, _ = env.step(actions)
+        for agent_id, reward in rewards.items():
+            totals[agent_id] = totals.get(agent_id, 0.0) + float(reward)
+        for agent_id in obs:
+            if terminateds.get(agent_id) or truncateds.get(agent_id):
+                done = finished[behavior_of(agent_id)]
+                if len(done) < episodes:
+                    done.append((totals.pop(agent_id, 0.0), lengths.pop(agent_id, 0)))
+        if terminateds["__all__"] or truncateds["__all__"]:
+            totals.clear()  # agent ids start again in the next RLlib episode
+            lengths.clear()
+            obs, _ = env.reset()
+    return finished
 
 
 def recorded_executable(environment: EnvironmentSpec) -> Path:

@@ -17,7 +17,16 @@ import torch
 from torch import nn
 
 from rlrunner.contract.errors import RunFailedError
-from rlrunner.contract.model_dir import EXPERIMENT_FILE, FORMAT, INPUT_NAME, METADATA_FILE, ONNX_FILE, OUTPUT_NAMES
+from rlrunner.contract.model_dir import (
+    EXPERIMENT_FILE,
+    FORMAT,
+    INPUT_NAME,
+    METADATA_FILE,
+    ONNX_FILE,
+    OUTPUT_NAMES,
+    POLICIES_DIR,
+    POLICIES_FILE,
+)
 from rlrunner.contract.run_dir import atomic_write_json
 
 OPSET = 17
@@ -92,12 +101,12 @@ def _register_symbolics() -> None:
     )
 
 
-def load_rl_module(checkpoint: Path) -> Any:
-    """The trained RLModule (learner side, full) from an algorithm checkpoint."""
+def load_rl_module(checkpoint: Path, module_id: str | None = None) -> Any:
+    """The trained RLModule (learner side, full) from an algorithm checkpoint (`module_id`: a multi-agent run's policy)."""
     from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    subdir = Path(COMPONENT_LEARNER_GROUP) / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
+    subdir = Path(COMPONENT_LEARNER_GROUP) / COMPONENT_LEARNER / COMPONENT_RL_MODULE / (module_id or DEFAULT_MODULE_ID)
     module: Any = RLModule.from_checkpoint(str((checkpoint / subdir).resolve()))
     module.eval()
     return module
@@ -195,3 +204,22 @@ def _action_output(space: gymnasium.Space[Any]) -> dict[str, Any]:
     if isinstance(space, gymnasium.spaces.MultiDiscrete):
         return {"dtype": "int64", "shape": ["batch", len(space.nvec)]}
     return {"dtype": "int64", "shape": ["batch"]}
+
+
+def export_policies(
+    checkpoint: Path,
+    model_dir: Path,
+    *,
+    experiment: Mapping[str, Any],
+    post: ActionPostprocessing,
+    policies: Mapping[str, list[str]],
+) -> dict[str, Any]:
+    """A multi-policy run: `policies/<policy>/` (as `export_policy` writes it) per policy and `policies.json`."""
+    index: dict[str, Any] = {"format": FORMAT, "policies": {}}
+    for policy, behaviors in sorted(policies.items()):
+        folder = model_dir / POLICIES_DIR / policy
+        description = export_policy(checkpoint, folder, experiment=experiment, post=post, module=load_rl_module(checkpoint, policy))
+        index["policies"][policy] = {"dir": f"{POLICIES_DIR}/{policy}", "behaviors": list(behaviors), "onnx": description["onnx"]["file"]}
+    atomic_write_json(model_dir / EXPERIMENT_FILE, dict(experiment))
+    atomic_write_json(model_dir / POLICIES_FILE, index)
+    return index

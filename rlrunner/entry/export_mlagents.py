@@ -267,7 +267,22 @@ def export_from_checkpoint(
     post: ActionPostprocessing,
     module: Any | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The single-policy case: the checkpoint's default module plays the one behaviour of the scene."""
+    """Every behaviour's model from a checkpoint: a multi-agent run's manifest maps behaviours to its policies;
+    otherwise the checkpoint's default module plays the one behaviour of the scene."""
+    from rlrunner.contract.checkpoints import POLICIES_META, read_checkpoint
+
+    found = read_checkpoint(checkpoint)
+    policies: Mapping[str, Sequence[str]] = (found.meta.get(POLICIES_META) or {}) if found is not None else {}
+    if policies:
+        policy_of = {name: policy for policy, served in policies.items() for name in served}
+        modules: dict[str, Any] = {}
+        for behavior in behaviors:
+            policy = policy_of.get(behavior.name, policy_of.get(behavior.policy))
+            if policy is None:
+                raise ExportError(f"export: no trained policy serves behaviour {behavior.name!r} (policies: {', '.join(sorted(policies))})")
+            if behavior.policy not in modules:
+                modules[behavior.policy] = load_rl_module(checkpoint, policy)
+        return export_unity_models(modules, behaviors, model_dir, environment=environment, post=post)
     if len({b.policy for b in behaviors}) != 1:
         listed = ", ".join(b.name for b in behaviors) or "none"
         raise ExportError(f"export: a single-policy checkpoint needs exactly one behaviour, the scene has: {listed}")

@@ -72,7 +72,7 @@ def probe_behaviors(experiment: Experiment) -> Any:
     from rlrunner.entry.train_unity import probe_environment
 
     executable = recorded_executable(experiment.environment)
-    return probe_environment(algo_config.env_config(experiment, executable, log_dir=None))[2]
+    return probe_environment(algo_config.env_config(experiment, executable, log_dir=None)).behaviors
 
 
 def main(argv: Sequence[str] | None = None) -> int:

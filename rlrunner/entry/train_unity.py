@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlrunner.contract import model_dir as model_files
-from rlrunner.contract.checkpoints import CheckpointStore, Progress, checkpoint_name
+from rlrunner.contract.checkpoints import POLICIES_META, CheckpointStore, Progress, checkpoint_name, read_checkpoint
 from rlrunner.contract.errors import (
     EXIT_FAILED,
     EXIT_INFRA,
@@ -55,14 +55,15 @@ from rlrunner.contract.errors import (
     RunFailedError,
 )
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
-from rlrunner.contract.metrics import TENSORBOARD_TAGS, format_metrics_line
+from rlrunner.contract.metrics import BEHAVIORS_KEY, POOLED_KEY, TENSORBOARD_TAGS, behavior_metric, format_metrics_line
 from rlrunner.contract.sagemaker_container import TENSORBOARD_DIR, ContainerEnv, read_container_env, resolve_player_path
-from rlrunner.contract.unity_model import UnityBehavior, behaviors_meta
+from rlrunner.contract.unity_model import behaviors_meta
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
 if TYPE_CHECKING:
     from rlrunner.entry.cluster import HeadCluster
+    from rlrunner.entry.unity_env import Scene
 
 LOOPBACK = "127.0.0.1"
 ITERATION_GRACE_S = 60
@@ -269,23 +270,25 @@ def is_channel_file(path: Path, channels: Mapping[str, Path]) -> bool:
     return any(path.is_relative_to(Path(folder)) for folder in channels.values())
 
 
-def probe_environment(env_config: Mapping[str, Any]) -> tuple[Any, Any, list[UnityBehavior]]:
-    """Start the player once in this process (one area): clear errors before Ray starts; the env's spaces and behaviours."""
-    from rlrunner.entry.export_mlagents import scene_behaviors
-    from rlrunner.entry.unity_env import make_unity_env
+def probe_environment(env_config: Mapping[str, Any]) -> Scene:
+    """Start the player once in this process (one area): clear errors before Ray starts, and the scene's behaviours."""
+    from rlrunner.entry.unity_env import probe_scene
     from rlrunner.unity.errors import UnityEnvError
-    from rlrunner.unity.players import PlayersVectorEnv
 
-    environment: EnvironmentSpec = env_config["environment"]
     try:
-        probe = make_unity_env({**env_config, "environment": environment.model_copy(update={"num_areas": 1})})
+        return probe_scene(env_config)
     except UnityEnvError as error:
         raise InfrastructureError(f"environment: {error}") from None
-    try:
-        assert not isinstance(probe, PlayersVectorEnv)  # RLlib's num_envs is not given: one player
-        return probe.observation_space, probe.action_space, scene_behaviors(probe.unity_env.behavior_specs)
-    finally:
-        probe.close()
+
+
+def describe_path(scene: Scene, policies: Mapping[str, list[str]] | None) -> str:
+    """The launcher's line about which env path drives the scene, and why."""
+    if policies is None:
+        (name,) = scene.spaces
+        return f"single-behaviour fast path: {name}, one agent per area (gymnasium env, areas as a vector env)"
+    served = "; ".join(f"{policy} <- {', '.join(names)}" for policy, names in sorted(policies.items()))
+    agents = ", ".join(f"{name}: {count}" for name, count in sorted(scene.agents.items()))
+    return f"multi-agent path: {len(scene.spaces)} behaviour(s) (agents deciding first: {agents}); policies {served}"
 
 
 def configure_ray_environment() -> None:
@@ -397,8 +400,14 @@ LEARNER_STATISTICS = {
 
 
 def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str, float | int | None]:
-    """The values of one metrics line from an RLlib result: episodes, learner statistics, throughput, timers."""
+    """The values of one metrics line from an RLlib result: episodes, learner statistics, throughput, timers.
+
+    A multi-agent run reports Unity agent episodes (all behaviours pooled) as the episode metrics,
+    each behaviour's mean return beside them, and the agent steps sampled.
+    """
     runners = result.get("env_runners", {}) or {}
+    pooled = runners.get(POOLED_KEY)
+    episodes: Mapping[str, Any] = pooled if isinstance(pooled, Mapping) else runners
     modules = [stats for name, stats in (result.get("learners") or {}).items() if name != "__all_modules__" and isinstance(stats, Mapping)]
     timers = result.get("timers") or {}
     seconds = _float(result.get("time_this_iter_s"))
@@ -408,11 +417,11 @@ def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str
     values: dict[str, float | int | None] = {
         "iteration": progress.iteration,
         "timesteps": progress.timesteps,
-        "episode_return_mean": _float(runners.get("episode_return_mean")),
-        "episode_return_max": _float(runners.get("episode_return_max")),
-        "episode_return_min": _float(runners.get("episode_return_min")),
-        "episode_len_mean": _float(runners.get("episode_len_mean")),
-        "episodes": _float(runners.get("num_episodes")),
+        "episode_return_mean": _float(episodes.get("episode_return_mean")),
+        "episode_return_max": _float(episodes.get("episode_return_max")),
+        "episode_return_min": _float(episodes.get("episode_return_min")),
+        "episode_len_mean": _float(episodes.get("episode_len_mean")),
+        "episodes": _float(episodes.get("num_episodes")),
     }
     for name, key in LEARNER_STATISTICS.items():
         found = [value for value in (_float(stats.get(key)) for stats in modules) if value is not None]
@@ -423,7 +432,22 @@ def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str
     values["learn_time_s"] = _float(timers.get("learner_update_timer"))
     values["iteration_time_s"] = seconds
     values["time_s"] = round(progress.time_s, 3)
+    behaviors = runners.get(BEHAVIORS_KEY)
+    if isinstance(behaviors, Mapping):
+        lifetime = runners.get("num_agent_steps_sampled_lifetime")  # by agent id
+        if isinstance(lifetime, Mapping):
+            values["agent_timesteps"] = int(sum(_float(v) or 0 for v in lifetime.values()))
+        for name, stats in sorted(behaviors.items()):
+            if isinstance(stats, Mapping):
+                values[behavior_metric(name)] = _float(stats.get("episode_return_mean"))
     return values
+
+
+def _return_mean(result: Mapping[str, Any]) -> float | None:
+    runners = result.get("env_runners") or {}
+    pooled = runners.get(POOLED_KEY)
+    source = pooled if isinstance(pooled, Mapping) else runners
+    return _float(source.get("episode_return_mean"))
 
 
 def _float(value: Any) -> float | None:
@@ -470,18 +494,19 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
     module_class = load_custom_module(env, experiment)
     executable = resolve_executable(experiment.environment, env.channels)
     env_config = algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))
-    # RLlib's import and configuration run on a background thread beside the player probe (its
-    # errors come before Ray starts) and Ray's start. Ray starts on this thread: its processes get
-    # PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
+    # RLlib's import and configuration (for the single-behaviour fast path) run on a background thread
+    # beside the player probe (its errors come before Ray starts) and Ray's start. Ray starts on this
+    # thread: its processes get PR_SET_PDEATHSIG, which fires when the *thread* that started them ends.
     if cluster is None:  # (a cluster host put it there before its Ray node started)
         add_to_python_path(source_dir_of(env, experiment))
     started = time.monotonic()
     configured = _Background(lambda: _timed(_configure, env, experiment, env_config, num_cpus, module_class, cluster), "configure")
     try:
-        observation_space, action_space, behaviors = probe_environment(env_config)
+        scene = probe_environment(env_config)
         probe_s = time.monotonic() - started
         try:
-            algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
+            for observation_space, action_space in scene.spaces.values():
+                algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         except algo_config.AlgorithmSetupError as error:
             raise InvalidSpecError(str(error)) from None
         if cluster is None:
@@ -490,7 +515,18 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         ray_s = time.monotonic() - started - probe_s
     finally:
         config, configure_s = configured.result()
-    _complete_config(config, observation_space, action_space, experiment)
+    policies: dict[str, list[str]] | None = None
+    if not scene.fast_path or experiment.behaviors:  # (RLlib is imported by now: configuring again is quick)
+        from rlrunner.entry.unity_env import MULTI_AGENT
+
+        env_config = {**env_config, MULTI_AGENT: True}
+        config = _configure(env, experiment, env_config, num_cpus, module_class, cluster, multi_agent=True)
+        try:
+            policies = algo_config.configure_multi_agent(config, experiment, scene.spaces, module_class)
+        except algo_config.AlgorithmSetupError as error:
+            raise InvalidSpecError(str(error)) from None
+    log(describe_path(scene, policies))
+    _complete_config(config, scene, policies, experiment)
     if cluster is not None:
         cluster.connect()
     limit_torch_threads(os.environ)
@@ -516,7 +552,7 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         except Exception as error:  # only a report: training goes on
             log(f"warning: could not locate the env runners: {_one_line(error)}")
     try:
-        return _train_loop(env, experiment, algo, behaviors_meta(behaviors))
+        return _train_loop(env, experiment, algo, behaviors_meta(scene.behaviors), policies)
     finally:
         with contextlib.suppress(Exception):
             algo.stop()
@@ -529,14 +565,15 @@ def _timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 def _configure(
     env: ContainerEnv, experiment: Experiment, env_config: dict[str, Any], num_cpus: int, module_class: type | None,
-    cluster: HeadCluster | None,
+    cluster: HeadCluster | None, *, multi_agent: bool = False,
 ) -> Any:
     """The AlgorithmConfig (RLlib imported here), without the env's spaces; every error located."""
     from rlrunner.entry import algorithm as algo_config
 
     try:
         config = algo_config.build_algorithm_config(
-            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, cluster=cluster is not None
+            experiment, num_cpus=num_cpus, env_config=env_config, module_class=module_class, cluster=cluster is not None,
+            multi_agent=multi_agent,
         )
     except algo_config.AlgorithmSetupError as error:
         raise InvalidSpecError(str(error)) from None
@@ -550,14 +587,16 @@ def _configure(
     return config
 
 
-def _complete_config(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
-    """Add the probed spaces, validate, and build the RLModule once here (located errors, not a remote failure)."""
-    config.environment(observation_space=observation_space, action_space=action_space)
+def _complete_config(config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment) -> None:
+    """Add the probed spaces, validate, and build the RLModule(s) once here (located errors, not a remote failure)."""
+    if policies is None:
+        observation_space, action_space = next(iter(scene.spaces.values()))
+        config.environment(observation_space=observation_space, action_space=action_space)
     try:
         config.validate()
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
-    _check_rl_module(config, observation_space, action_space, experiment)
+    _check_rl_module(config, scene, policies, experiment)
 
 
 def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:
@@ -574,11 +613,14 @@ def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, 
     return f"{where}, {what}{why}"
 
 
-def _check_rl_module(config: Any, observation_space: Any, action_space: Any, experiment: Experiment) -> None:
+def _check_rl_module(config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment) -> None:
     # Building the module here turns an error in the user's setup() into one located line, instead
     # of a remote actor failure.
     try:
-        spec = config.get_rl_module_spec(spaces={"default_policy": (observation_space, action_space)})
+        if policies is None:
+            spec = config.get_rl_module_spec(spaces={"default_policy": next(iter(scene.spaces.values()))})
+        else:
+            spec = config.get_multi_rl_module_spec(spaces={p: scene.spaces[names[0]] for p, names in policies.items()})
         spec.build()
     except Exception as error:
         frames = traceback.extract_tb(error.__traceback__)
@@ -588,14 +630,19 @@ def _check_rl_module(config: Any, observation_space: Any, action_space: Any, exp
         raise InvalidSpecError(f"algorithm.model: {what} could not be built{where}: {_one_line(error)}") from None
 
 
-def _train_loop(env: ContainerEnv, experiment: Experiment, algo: Any, scene: Mapping[str, Any]) -> Path:
+def _train_loop(
+    env: ContainerEnv, experiment: Experiment, algo: Any, scene: Mapping[str, Any], policies: Mapping[str, list[str]] | None = None
+) -> Path:
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
     for path in store.clean():
         log(f"removed incomplete checkpoint {path.name}")
     progress = Progress(iteration=0, timesteps=0, time_s=0.0)
-    # The scene's behaviours, so that `rlrunner export` can write the Unity models later without the player.
-    meta = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash, **scene}
+    # The scene's behaviours (and which policy serves which), so that `rlrunner export` can write the
+    # Unity models later without the player.
+    meta: dict[str, Any] = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash, **scene}
+    if policies is not None:
+        meta[POLICIES_META] = {policy: list(names) for policy, names in policies.items()}
     newest = store.newest()
     if newest is not None:
         log(f"resuming from {newest.path} (iteration {newest.progress.iteration}, timesteps {newest.progress.timesteps})")
@@ -645,7 +692,7 @@ def _iterate(
             iteration=int(algo.iteration),
             timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
             time_s=time.monotonic() - started,
-            episode_return_mean=_float((result.get("env_runners") or {}).get("episode_return_mean")),
+            episode_return_mean=_return_mean(result),
         )
         values = iteration_metrics(result, progress)
         print(format_metrics_line(values), flush=True)
@@ -711,8 +758,15 @@ def start_from_weights(algo: Any, path: Path) -> None:
 
 def export(env: ContainerEnv, experiment: Experiment, checkpoint: Path, config_post: Any) -> None:
     """Export the final policy (ONNX + descriptions) to the model dir."""
-    from rlrunner.entry.export import export_policy
+    from rlrunner.entry.export import export_policies, export_policy
 
+    saved = read_checkpoint(checkpoint)
+    policies = saved.meta.get(POLICIES_META) if saved is not None else None
+    if policies:
+        export_policies(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post, policies=policies)
+        log(f"exported {len(policies)} policies ({', '.join(sorted(policies))}) to {env.model_dir} (from {checkpoint.name})")
+        export_unity(env, experiment, checkpoint, config_post)
+        return
     description = export_policy(checkpoint, env.model_dir, experiment=experiment.to_data(), post=config_post)
     log(f"exported {description['algorithm']} policy to {env.model_dir} (from {checkpoint.name})")
     export_unity(env, experiment, checkpoint, config_post)
@@ -727,7 +781,7 @@ def export_unity(env: ContainerEnv, experiment: Experiment, checkpoint: Path, co
         behaviors = recorded_behaviors(checkpoint)
         if behaviors is None:  # a checkpoint from before the manifest recorded them
             executable = resolve_executable(experiment.environment, env.channels)
-            behaviors = probe_environment(algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir)))[2]
+            behaviors = probe_environment(algo_config.env_config(experiment, executable, log_dir=str(env.player_log_dir))).behaviors
         models = export_from_checkpoint(checkpoint, behaviors, env.model_dir, environment=experiment.environment, post=config_post)
     except RlrunnerError as error:
         log(f"warning: no Unity model exported: {error}")
@@ -751,7 +805,7 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     from rlrunner.entry.evaluate import evaluate_policy
 
     episodes = experiment.training.evaluation_episodes
-    log(f"evaluating the exported policy greedily over {episodes} episodes")
+    log(f"evaluating the exported policy greedily over {episodes} episodes (per behaviour)")
     try:
         result = evaluate_policy(
             env.model_dir, episodes=episodes, greedy=True, seed=experiment.training.seed,
@@ -760,7 +814,11 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     except Exception as error:
         raise RunFailedError(f"evaluation of the exported policy failed: {_one_line(_root_cause(error))}") from None
     model_files.write_evaluation(result, env.model_dir)
-    log(f"evaluation: mean {result['mean']:.4f}, max {result['max']:.4f}, min {result['min']:.4f} over {result['episodes']} episodes")
+    for name, figures in result.get("behaviors", {"": result}).items():
+        log(
+            f"evaluation{' of ' + name if name else ''}: mean {figures['mean']:.4f}, max {figures['max']:.4f}, "
+            f"min {figures['min']:.4f} over {figures['episodes']} episodes"
+        )
 
 
 def run(env: ContainerEnv, args: argparse.Namespace) -> int:

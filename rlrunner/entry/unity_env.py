@@ -8,14 +8,19 @@ Everything Unity-side lives in ``rlrunner.unity``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlrunner.contract.unity_model import UnityBehavior
 from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 from rlrunner.unity.launch import LaunchOptions, launch_unity
 from rlrunner.unity.players import PlayersVectorEnv, open_players
+
+MULTI_AGENT = "multi_agent"
+"""The env_config key that selects ``UnityMultiAgentEnv`` (set by the launcher when the fast path does not apply)."""
 
 
 def unity_env_config(
@@ -43,8 +48,11 @@ def launch_options(
     )
 
 
-def make_unity_env(env_config: Mapping[str, Any]) -> UnityGymEnv | UnityVectorEnv | PlayersVectorEnv:
-    """RLlib env creator: launch the player(s) and wrap them (a VectorEnv when areas or players > 1, or num_envs given)."""
+def make_unity_env(env_config: Mapping[str, Any]) -> Any:
+    """RLlib env creator: launch the player(s) and wrap them (a VectorEnv when areas or players > 1, or num_envs given;
+    a ``UnityMultiAgentEnv`` when ``env_config[MULTI_AGENT]``)."""
+    if env_config.get(MULTI_AGENT):
+        return _make_multi_agent_env(env_config)
     environment = _environment(env_config)
     vector_entry = "num_envs" in env_config  # RLlib's vector_entry_point passes num_envs
     players = int(env_config.get("players", 1))
@@ -66,9 +74,7 @@ def _single_player(env_config: Mapping[str, Any], environment: EnvironmentSpec, 
     return env
 
 
-def _launch(
-    env_config: Mapping[str, Any], environment: EnvironmentSpec, num_areas: int, instance: int, vector_entry: bool
-) -> UnityGymEnv | UnityVectorEnv:
+def _start_player(env_config: Mapping[str, Any], environment: EnvironmentSpec, num_areas: int, instance: int) -> Any:
     seed = env_config.get("seed")
     # Unity takes one int seed at start; offset it per env runner (and player) so they do not play alike.
     options = launch_options(
@@ -77,7 +83,13 @@ def _launch(
         seed=int(seed) + instance if seed is not None else instance,
         log_dir=env_config.get("log_dir"),
     )
-    base = launch_unity(Path(env_config["executable"]), options)
+    return launch_unity(Path(env_config["executable"]), options)
+
+
+def _launch(
+    env_config: Mapping[str, Any], environment: EnvironmentSpec, num_areas: int, instance: int, vector_entry: bool
+) -> UnityGymEnv | UnityVectorEnv:
+    base = _start_player(env_config, environment, num_areas, instance)
     try:
         if vector_entry or num_areas > 1:
             return UnityVectorEnv(
@@ -100,6 +112,68 @@ def _launch(
         raise
 
 
+def _make_multi_agent_env(env_config: Mapping[str, Any]) -> Any:
+    from rlrunner.unity.multi_agent import EPISODE_HORIZON, UnityMultiAgentEnv
+
+    environment = _environment(env_config)
+    base = _start_player(env_config, environment, environment.num_areas, _worker_index(env_config))
+    try:
+        return UnityMultiAgentEnv(
+            base,
+            uint8_visual=environment.uint8_visual,
+            flatten_branched=environment.flatten_branched,
+            allow_multiple_obs=environment.allow_multiple_obs,
+            max_episode_steps=environment.max_episode_steps,
+            episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)),
+        )
+    except BaseException:
+        base.close()
+        raise
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What one start of the player (one area) shows: every behaviour's spaces and how many agents asked to decide."""
+
+    spaces: dict[str, tuple[Any, Any]]
+    """Fully qualified behaviour name -> (observation space, action space)."""
+    agents: dict[str, int]
+    """Fully qualified behaviour name -> agents in its first DecisionSteps."""
+    behaviors: list[UnityBehavior]
+    """Every behaviour's observation and action specs, as an ML-Agents model export needs them."""
+
+    @property
+    def fast_path(self) -> bool:
+        """One behaviour with one agent per area: the synchronous gymnasium (vector) env drives it."""
+        return len(self.spaces) == 1 and list(self.agents.values()) == [1]
+
+
+def probe_scene(env_config: Mapping[str, Any]) -> Scene:
+    """Start the player once (one area), read its behaviours, spaces and first decisions, and close it."""
+    from rlrunner.entry.export_mlagents import scene_behaviors
+    from rlrunner.unity.multi_agent import UnityMultiAgentEnv
+
+    environment = _environment(env_config)
+    base = _start_player(env_config, environment, 1, 0)
+    try:
+        env = UnityMultiAgentEnv(
+            base,
+            uint8_visual=environment.uint8_visual,
+            flatten_branched=environment.flatten_branched,
+            allow_multiple_obs=environment.allow_multiple_obs,
+        )
+        obs, _ = env.reset()
+        agents = {name: 0 for name in env.behaviors}
+        for agent_id in obs:
+            agents[agent_id.rsplit("#", 1)[0]] += 1
+        spaces = {
+            name: (env.get_observation_space(f"{name}#0"), env.get_action_space(f"{name}#0")) for name in env.behaviors
+        }
+        return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(base.behavior_specs))
+    finally:
+        base.close()
+
+
 def _environment(env_config: Mapping[str, Any]) -> EnvironmentSpec:
     environment = env_config.get("environment")
     if not isinstance(environment, EnvironmentSpec):
@@ -110,4 +184,4 @@ def _environment(env_config: Mapping[str, Any]) -> EnvironmentSpec:
     return environment
 
 
-__all__ = ["launch_options", "make_unity_env", "unity_env_config"]
+__all__ = ["MULTI_AGENT", "Scene", "launch_options", "make_unity_env", "probe_scene", "unity_env_config"]

@@ -12,7 +12,10 @@ from pathlib import Path
 
 _BASIC_DIR = Path(__file__).resolve().parent / "basic"
 
-BUNDLED_ENVIRONMENTS: dict[str, Path] = {"Basic": _BASIC_DIR / "Basic.x86_64"}
+BUNDLED_ENVIRONMENTS: dict[str, Path] = {
+    "Basic": _BASIC_DIR / "Basic.x86_64",
+    "Duo": _BASIC_DIR.parent / "duo" / "Duo.x86_64",  # two behaviours, agents deciding every 1st and 2nd step
+}
 """Names resolved locally, mapped to the bundled player executable."""
 
 

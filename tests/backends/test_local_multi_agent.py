@@ -1,0 +1,89 @@
+"""A multi-behaviour scene end to end: `rlrunner run --local` on experiments/duo_ppo.yaml through the real
+Duo player (two behaviours, agents deciding every 1st and 2nd step, respawning), mlagents_envs and Ray."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from shared import BASIC_PPO, EXPERIMENTS, QUICK_TRAINING
+
+from rlrunner.backends import local
+from rlrunner.contract.checkpoints import POLICIES_META, CheckpointStore
+from rlrunner.contract.errors import EXIT_INVALID
+from rlrunner.loader import load_spec
+from rlrunner.processes import run_processes
+from rlrunner.runner import plan
+
+DUO = EXPERIMENTS / "duo_ppo.yaml"
+BEHAVIORS = {"Runner": ["Runner?team=0"], "Walker": ["Walker?team=0"]}
+
+
+def run(spec: Path, tmp_path: Path, sessions: list[int], *overrides: str) -> tuple[Any, Path, str]:
+    experiment_spec, document = load_spec(spec, overrides)
+    job = plan(experiment_spec, spec_dir=document.base_dir, local=True)
+    run_dir = tmp_path / "run"
+    stream = io.StringIO()
+    result = local.run_local(
+        experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, stream=stream, on_start=lambda p: sessions.append(p.pid)
+    )
+    return result, run_dir, stream.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
+def test_run_local_trains_two_behaviours_with_a_policy_each(tmp_path: Path, sessions: list[int]) -> None:
+    result, run_dir, output = run(DUO, tmp_path, sessions, "training.stop.timesteps=1200", "training.evaluation_episodes=2")
+    assert result.exit_code == 0, output[-4000:]
+    log = (run_dir / "launcher.log").read_text()
+    assert "multi-agent path: 2 behaviour(s)" in log and "policies Runner <- Runner?team=0; Walker <- Walker?team=0" in log
+
+    # metrics.csv: environment steps, agent steps and each behaviour's mean return
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["timesteps"] for row in rows] == ["600", "1200"]
+    assert int(rows[-1]["agent_timesteps"]) > 1200  # three agents, two of them deciding every step
+    assert rows[-1]["episode_return_mean.Runner_team0"] and rows[-1]["episode_return_mean.Walker_team0"]
+
+    # the checkpoint names the behaviours each policy serves (for exporters)
+    final = CheckpointStore(run_dir / "checkpoints", keep=3).newest()
+    assert final is not None and final.meta[POLICIES_META] == BEHAVIORS
+    for policy in BEHAVIORS:
+        assert (final.path / "learner_group" / "learner" / "rl_module" / policy).is_dir()
+
+    # one ONNX per policy whose greedy actions match the RLModule's on 1,000 observations
+    import onnxruntime
+    import torch
+
+    from rlrunner.entry.export import load_rl_module
+
+    model = run_dir / "model"
+    index = json.loads((model / "policies.json").read_text())
+    assert {name: entry["behaviors"] for name, entry in index["policies"].items()} == BEHAVIORS
+    rng = np.random.default_rng(0)
+    obs = np.concatenate([np.eye(20, dtype=np.float32)[rng.integers(0, 20, 500)], rng.normal(size=(500, 20)).astype(np.float32)])
+    for policy, entry in index["policies"].items():
+        session = onnxruntime.InferenceSession(str(model / entry["dir"] / "policy.onnx"), providers=["CPUExecutionProvider"])
+        (actions,) = session.run(["actions"], {"obs": obs})
+        with torch.no_grad():
+            logits = load_rl_module(final.path, policy).forward_inference({"obs": torch.from_numpy(obs)})["action_dist_inputs"]
+        np.testing.assert_array_equal(actions, logits.numpy().argmax(axis=-1))
+
+    # the launcher's evaluation: per behaviour, as the scene names them
+    evaluation = json.loads((model / "evaluation.json").read_text())
+    assert sorted(evaluation["behaviors"]) == ["Runner?team=0", "Walker?team=0"]
+    assert all(figures["episodes"] == 2 for figures in evaluation["behaviors"].values())
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["exit_code"] == 0 and not run_processes(sessions=[record["launcher_pid"]])
+
+
+def test_run_local_behaviour_absent_from_the_scene_exits_3(tmp_path: Path, sessions: list[int]) -> None:
+    result, run_dir, output = run(BASIC_PPO, tmp_path, sessions, *QUICK_TRAINING, "behaviors={Goalie: {}}")
+    assert result.exit_code == EXIT_INVALID, output[-4000:]
+    failure = (run_dir / "output" / "failure").read_text()
+    assert failure.strip() == "behaviors.Goalie: the scene has no behaviour 'Goalie'; it has Basic (behaviour names without ?team=N)"
+    assert "Traceback" not in (run_dir / "launcher.log").read_text()
