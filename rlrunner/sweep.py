@@ -139,7 +139,7 @@ def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
         return [SweepPoint(0, {}, spec)]
     problems: list[Problem] = []
     points: list[SweepPoint] = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for index, values in enumerate(sweep_values(spec.sweep)):
         data = copy.deepcopy(document.data)
         del data["sweep"]
@@ -157,13 +157,16 @@ def expand(document: Document, spec: ExperimentSpec) -> list[SweepPoint]:
                 Problem(p.location, p.path, f"{p.message} [sweep point {index}: {label}]") for p in error.problems
             ]
     for done in points:
-        if done.run_id in seen:
+        # The same run and the same swept values: a value repeats. (Points that differ only where the run id
+        # does not look, e.g. compute.instance_type, are different jobs of the same training.)
+        key = (done.run_id, done.label())
+        if key in seen:
             path = next(iter(done.values), "")
             where = _value_location(document, path, done.values[path], spec.sweep) if path else document.location_of(("sweep",))
             problems.append(
-                Problem(where, "sweep", f"points {seen[done.run_id]} and {done.index} are the same run ({done.label()}); a value repeats")
+                Problem(where, "sweep", f"points {seen[key]} and {done.index} are the same run ({done.label()}); a value repeats")
             )
-        seen.setdefault(done.run_id, done.index)
+        seen.setdefault(key, done.index)
     if problems:
         raise SpecError(problems)
     return points
