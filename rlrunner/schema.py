@@ -7,7 +7,7 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, JsonValue, Tag, create_model, model_validator
 
 from rlrunner.hyperparameters import ALGORITHMS, RANGES, load_table
 
@@ -68,6 +68,16 @@ class SamplerSpec(Frozen):
         return self
 
 
+def _parameter_kind(value: Any) -> str:
+    return "sampler" if isinstance(value, dict | SamplerSpec) else "constant"
+
+
+ParameterValue = Annotated[
+    Annotated[float, Tag("constant")] | Annotated[SamplerSpec, Tag("sampler")], Discriminator(_parameter_kind)
+]
+"""An environment parameter: a constant, or a sampler (a mapping) whose errors are reported alone."""
+
+
 class EnvironmentSpec(Frozen):
     """The Unity environment: a registry name or a Linux player binary."""
 
@@ -81,7 +91,7 @@ class EnvironmentSpec(Frozen):
     """Extra command-line arguments passed to the player."""
     time_scale: Annotated[float, Field(gt=0, le=100)] = 20.0
     """Unity time scale sent over the engine-configuration side channel."""
-    parameters: dict[str, float | SamplerSpec] = {}
+    parameters: dict[str, ParameterValue] = {}
     """Environment parameters sent over ML-Agents' environment-parameters side channel: a constant, or a sampler drawn per episode."""
     max_episode_steps: Annotated[int, Field(ge=1)] | None = None
     """Truncate an episode after this many agent steps (None: the environment decides)."""

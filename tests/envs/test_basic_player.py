@@ -203,3 +203,14 @@ def test_game_samplers_draw_per_episode_and_a_constant_replaces_them() -> None:
     player.apply_side_channel(game, _side_channel_blob(large_goal=12.0))
     game.reset()
     assert game.rules.large_goal == 12 and "large_goal" not in game.samplers
+
+
+def test_sampler_spec_errors_name_the_parameter() -> None:
+    from shared import BASIC_PPO
+
+    from rlrunner.loader import SpecError, load_spec
+
+    with pytest.raises(SpecError) as error:
+        load_spec(BASIC_PPO, ["environment.parameters.start_position={sampler_type: uniform, sampler_parameters: {min_value: 5}}"])
+    (problem,) = error.value.problems
+    assert str(problem).endswith("environment.parameters.start_position.sampler: sampler_parameters: uniform needs max_value")
