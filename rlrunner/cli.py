@@ -576,12 +576,18 @@ def image_push(tag: str | None) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--endpoint-name", default=None, help="Endpoint name (default: deploy.endpoint_name, else <name>-<run id>).")
 @click.option("--wait/--no-wait", default=True, help="Wait until the endpoint is InService.")
-def deploy(run_dir: Path, endpoint_name: str | None, wait: bool) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def deploy(run_dir: Path, endpoint_name: str | None, wait: bool, output: str) -> None:
     """Deploy a run's policy to a SageMaker endpoint (model, endpoint config, endpoint) using the spec's deploy block."""
+    from dataclasses import asdict
+
     from rlrunner.contract.run_dir import DEPLOYMENT_FILE
     from rlrunner.deploy import deploy as deploy_run
 
-    deployment = deploy_run(run_dir, endpoint_name=endpoint_name, wait=wait, echo=click.echo)
+    deployment = deploy_run(run_dir, endpoint_name=endpoint_name, wait=wait, echo=lambda line: click.echo(line, err=output == "json"))
+    if output == "json":
+        emit_json(asdict(deployment))
+        return
     click.echo(f"endpoint {deployment.endpoint_name} {deployment.status} (recorded in {run_dir / DEPLOYMENT_FILE})")
     click.echo(f"  predict   rlrunner predict {deployment.endpoint_name} --observations '[[...]]'")
     click.echo(f"  remove    rlrunner undeploy {deployment.endpoint_name}")
@@ -609,12 +615,15 @@ def predict(endpoint: str, observations: str, returns: str) -> None:
 
 @main.command()
 @click.argument("endpoint")
-def undeploy(endpoint: str) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
+def undeploy(endpoint: str, output: str) -> None:
     """Delete an endpoint, its endpoint config and its models."""
     from rlrunner.aws import connect
     from rlrunner.deploy import undeploy as delete_endpoint
 
-    delete_endpoint(connect(), endpoint, echo=click.echo)
+    deleted = delete_endpoint(connect(), endpoint, echo=lambda line: click.echo(line, err=output == "json"))
+    if output == "json":
+        emit_json(deleted)
 
 
 @main.command()

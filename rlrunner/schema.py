@@ -9,7 +9,18 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, Strict, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    Strict,
+    Tag,
+    create_model,
+    model_validator,
+)
 
 from rlrunner.hyperparameters import ALGORITHMS, RANGES, load_table
 from rlrunner.instance_types import hosting_types, training_types
@@ -36,6 +47,55 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=True, allow_inf_nan=False)
 
 
+class SamplerParameters(Frozen):
+    """A sampler's parameters, as in `mlagents-learn`'s `environment_parameters`."""
+
+    min_value: float | None = None
+    """uniform: the lower bound."""
+    max_value: float | None = None
+    """uniform: the upper bound."""
+    mean: float | None = None
+    """gaussian: the mean."""
+    st_dev: Annotated[float, Field(ge=0)] | None = None
+    """gaussian: the standard deviation."""
+    intervals: Annotated[list[tuple[float, float]], Field(min_length=1)] | None = None
+    """multirangeuniform: [[min, max], ...] intervals, one drawn (by its width) then a value in it."""
+    seed: Annotated[int, Field(ge=-1, le=2**31 - 1)] = -1
+    """The player's random seed for this sampler (-1: the environment's own)."""
+
+
+class SamplerSpec(Frozen):
+    """An environment parameter the player draws anew for every episode (ML-Agents' samplers)."""
+
+    sampler_type: Literal["uniform", "gaussian", "multirangeuniform"]
+    """The distribution."""
+    sampler_parameters: SamplerParameters
+    """Its parameters: min_value/max_value, mean/st_dev or intervals."""
+
+    @model_validator(mode="after")
+    def _parameters_match_type(self) -> SamplerSpec:
+        p = self.sampler_parameters
+        needed = {"uniform": ("min_value", "max_value"), "gaussian": ("mean", "st_dev"), "multirangeuniform": ("intervals",)}
+        missing = [name for name in needed[self.sampler_type] if getattr(p, name) is None]
+        if missing:
+            raise ValueError(f"sampler_parameters: {self.sampler_type} needs {', '.join(missing)}")
+        if self.sampler_type == "uniform" and p.min_value is not None and p.max_value is not None and p.min_value > p.max_value:
+            raise ValueError(f"sampler_parameters: min_value {p.min_value} is above max_value {p.max_value}")
+        if any(low > high for low, high in p.intervals or []):
+            raise ValueError("sampler_parameters.intervals: every interval is [min, max] with min <= max")
+        return self
+
+
+def _parameter_kind(value: Any) -> str:
+    return "sampler" if isinstance(value, dict | SamplerSpec) else "constant"
+
+
+ParameterValue = Annotated[
+    Annotated[float, Tag("constant")] | Annotated[SamplerSpec, Tag("sampler")], Discriminator(_parameter_kind)
+]
+"""An environment parameter: a constant, or a sampler (a mapping) whose errors are reported alone."""
+
+
 class EnvironmentSpec(Frozen):
     """The Unity environment: a registry name or a Linux player binary."""
 
@@ -49,8 +109,8 @@ class EnvironmentSpec(Frozen):
     """Extra command-line arguments passed to the player."""
     time_scale: Annotated[float, Field(gt=0, le=100)] = 20.0
     """Unity time scale sent over the engine-configuration side channel."""
-    parameters: dict[str, float] = {}
-    """Environment parameters sent over ML-Agents' environment-parameters side channel."""
+    parameters: dict[str, ParameterValue] = {}
+    """Environment parameters sent over ML-Agents' environment-parameters side channel: a constant, or a sampler drawn per episode."""
     max_episode_steps: Annotated[int, Field(ge=1)] | None = None
     """Truncate an episode after this many agent steps (None: the environment decides)."""
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0

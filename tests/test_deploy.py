@@ -179,6 +179,12 @@ def test_cli_deploy_predict_undeploy(aws_env: Any, run_dir: Path) -> None:
     removed = runner.invoke(main, ["undeploy", "cli-basic"])
     assert removed.exit_code == 0, removed.output
     assert removed.output.splitlines()[0] == "deleted endpoint cli-basic"
+    as_json = runner.invoke(main, ["deploy", str(run_dir), "--endpoint-name", "cli-json", "--output", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    deployment = json.loads(as_json.stdout)
+    assert (deployment["endpoint_name"], deployment["status"]) == ("cli-json", "InService")
+    deleted = json.loads(runner.invoke(main, ["undeploy", "cli-json", "--output", "json"]).stdout)
+    assert deleted == {"endpoint": "cli-json", "endpoint_config": deployment["endpoint_config_name"], "models": [deployment["model_name"]]}
     again = runner.invoke(main, ["undeploy", "cli-basic"])
     assert (again.exit_code, again.output.strip()) == (4, "endpoint cli-basic: not found in us-east-1")
 

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import mlagents_envs
 
+from rlrunner.schema import SamplerSpec
 from rlrunner.unity import wire
 from rlrunner.unity.communicator import LoopbackCommunicator
 from rlrunner.unity.errors import UnityEnvError
@@ -90,7 +91,7 @@ class LaunchOptions:
     no_graphics: bool
     player_args: tuple[str, ...]
     time_scale: float
-    parameters: Mapping[str, float]
+    parameters: Mapping[str, float | SamplerSpec]
     timeout_s: float
     num_areas: int
     seed: int
@@ -328,7 +329,16 @@ def _side_channels(options: LaunchOptions) -> list[SideChannel]:
     engine.set_configuration_parameters(time_scale=options.time_scale)
     parameters = EnvironmentParametersChannel()
     for key, value in options.parameters.items():
-        parameters.set_float_parameter(key, float(value))
+        if isinstance(value, int | float):
+            parameters.set_float_parameter(key, float(value))
+            continue
+        sampler, p = value.sampler_type, value.sampler_parameters
+        if sampler == "uniform":
+            parameters.set_uniform_sampler_parameters(key, p.min_value or 0.0, p.max_value or 0.0, p.seed)  # the spec checked both are set
+        elif sampler == "gaussian":
+            parameters.set_gaussian_sampler_parameters(key, p.mean or 0.0, p.st_dev or 0.0, p.seed)
+        else:
+            parameters.set_multirangeuniform_sampler_parameters(key, [list(interval) for interval in p.intervals or []], p.seed)
     return [engine, parameters]
 
 

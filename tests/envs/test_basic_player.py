@@ -214,3 +214,55 @@ def test_player_refuses_a_negative_physics_ms() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "Basic.x86_64: --physics-ms: must be in [0, 1000] (got -2)"
+
+
+def test_uniform_sampler_on_start_position_covers_the_range_over_200_episodes(player_gone: Callable[[int, int], None]) -> None:
+    """The spec's sampler goes through launch_unity's environment-parameters channel; the player draws per episode."""
+    from rlrunner.entry.unity_env import launch_options
+    from rlrunner.schema import EnvironmentSpec
+    from rlrunner.unity.launch import launch_unity
+
+    uniform = {"sampler_type": "uniform", "sampler_parameters": {"min_value": 0, "max_value": 20, "seed": 1}}
+    spec = EnvironmentSpec.model_validate({"name": "Basic", "base_port": 7310, "timeout_s": 20, "parameters": {"start_position": uniform, "max_steps": 1}})
+    env = launch_unity(resolve_environment("Basic"), launch_options(spec, num_areas=1, seed=0, log_dir=None))
+    assert env.process is not None
+    pid, port = env.process.pid, env.port
+    starts: list[int] = []
+    try:
+        env.reset()
+        while len(starts) < 200:
+            decision, _ = env.get_steps(BEHAVIOR)
+            one_hot = decision.obs[0][0]
+            starts.append(int(np.argmax(one_hot)) if one_hot.any() else 20)  # position 20 has no one-hot slot
+            env.set_actions(BEHAVIOR, ActionTuple(discrete=np.zeros((len(decision), 1), dtype=np.int32)))
+            env.step()  # max_steps 1: every step ends the episode and the next one starts at a new draw
+    finally:
+        env.close()
+    player_gone(pid, port)
+    assert min(starts) == 0 and max(starts) == 20 and len(set(starts)) == 21
+    assert 8.5 < sum(starts) / len(starts) < 11.5
+
+
+def test_game_samplers_draw_per_episode_and_a_constant_replaces_them() -> None:
+    game = player.Game(num_areas=1)
+    channel = EnvironmentParametersChannel()
+    channel.set_gaussian_sampler_parameters("large_goal", 15.0, 1.0, 3)
+    channel.set_multirangeuniform_sampler_parameters("small_goal", [[1.0, 2.0], [4.0, 5.0]], 3)
+    player.apply_side_channel(game, bytes(SideChannelManager([channel]).generate_side_channel_messages()))
+    drawn = [(game.rules.large_goal, game.rules.small_goal) for _ in range(50) if game.reset()]
+    assert min(g for g, _ in drawn) >= 12 and max(g for g, _ in drawn) <= 18 and len({g for g, _ in drawn}) > 2
+    assert {s for _, s in drawn} <= {1, 2, 4, 5} and len({s for _, s in drawn}) > 1
+    player.apply_side_channel(game, _side_channel_blob(large_goal=12.0))
+    game.reset()
+    assert game.rules.large_goal == 12 and "large_goal" not in game.samplers
+
+
+def test_sampler_spec_errors_name_the_parameter() -> None:
+    from shared import BASIC_PPO
+
+    from rlrunner.loader import SpecError, load_spec
+
+    with pytest.raises(SpecError) as error:
+        load_spec(BASIC_PPO, ["environment.parameters.start_position={sampler_type: uniform, sampler_parameters: {min_value: 5}}"])
+    (problem,) = error.value.problems
+    assert str(problem).endswith("environment.parameters.start_position.sampler: sampler_parameters: uniform needs max_value")

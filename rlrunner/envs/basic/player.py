@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import struct
 import sys
 import threading
@@ -44,6 +45,8 @@ ENGINE_CHANNEL = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7").bytes_le
 PARAMETERS_CHANNEL = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400").bytes_le
 PARAMETER_NAMES = ("small_goal", "large_goal", "start_position", "max_steps", "physics_ms")
 MAX_PHYSICS_MS = 1000.0
+PARAMETER_FLOAT, SAMPLER_UNIFORM, SAMPLER_GAUSSIAN, SAMPLER_MULTIRANGE = 0, 0, 1, 2
+"""The environment-parameters channel's data type FLOAT, and its sampler types (SAMPLER data carries one)."""
 
 log = logging.getLogger("rlrunner.basic")
 
@@ -59,11 +62,32 @@ class Rules:
     physics_ms: float = 0.0  # simulated engine time per Academy step (a sleep)
 
 
+@dataclass
+class Sampler:
+    """An environment parameter drawn anew for every episode (ML-Agents' uniform, gaussian, multi-range uniform)."""
+
+    kind: int
+    values: tuple[float, ...]
+    rng: random.Random
+
+    def draw(self) -> float:
+        """One value."""
+        if self.kind == SAMPLER_UNIFORM:
+            return self.rng.uniform(self.values[0], self.values[1])
+        if self.kind == SAMPLER_GAUSSIAN:
+            return self.rng.gauss(self.values[0], self.values[1])
+        intervals = list(zip(self.values[::2], self.values[1::2], strict=True))
+        low, high = self.rng.choices(intervals, weights=[max(b - a, 1e-9) for a, b in intervals])[0]
+        return self.rng.uniform(low, high)
+
+
 class Game:
     """N independent copies (areas) of Basic, each with one agent."""
 
-    def __init__(self, num_areas: int) -> None:
+    def __init__(self, num_areas: int, seed: int = 0) -> None:
         self.rules = Rules()
+        self.samplers: dict[str, Sampler] = {}
+        self.seed = seed
         self.num_areas = num_areas
         self.positions = [0] * num_areas
         self.steps = [0] * num_areas
@@ -107,6 +131,9 @@ class Game:
         return [terminal, self._new_episode(area)]
 
     def _new_episode(self, area: int) -> bytes:
+        for key, sampler in self.samplers.items():
+            value = sampler.draw()
+            setattr(self.rules, key, int(round(value if key == "max_steps" else min(max(value, MIN_POSITION), MAX_POSITION))))
         self._next_id += 1
         self.ids[area] = self._next_id
         self.positions[area] = self.rules.start_position
@@ -164,11 +191,23 @@ def _read_string(payload: bytes, pos: int) -> tuple[str, int]:
 def _apply_parameter(game: Game, payload: bytes) -> None:
     key, pos = _read_string(payload, 0)
     (kind,) = struct.unpack_from("<i", payload, pos)
-    if kind != 0:
-        log.warning("environment parameter %r: samplers are not supported by Basic; ignored", key)
+    if kind == PARAMETER_FLOAT:
+        (value,) = struct.unpack_from("<f", payload, pos + 4)
+        game.samplers.pop(key, None)
+        game.set_parameter(key, value)
         return
-    (value,) = struct.unpack_from("<f", payload, pos + 4)
-    game.set_parameter(key, value)
+    seed, sampler = struct.unpack_from("<ii", payload, pos + 4)
+    if key not in PARAMETER_NAMES or sampler not in (SAMPLER_UNIFORM, SAMPLER_GAUSSIAN, SAMPLER_MULTIRANGE):
+        log.warning("environment parameter %r: sampler %d not used by Basic; ignored", key, sampler)
+        return
+    if sampler == SAMPLER_MULTIRANGE:
+        (count,) = struct.unpack_from("<i", payload, pos + 12)
+        values = struct.unpack_from(f"<{count}f", payload, pos + 16)
+    else:
+        values = struct.unpack_from("<2f", payload, pos + 12)
+    rng = random.Random(seed if seed >= 0 else f"{game.seed}:{key}")  # a str seed is stable across processes
+    game.samplers[key] = Sampler(sampler, tuple(values), rng)
+    log.info("environment parameter %s: sampler %d %s (drawn per episode)", key, sampler, values)
 
 
 def _log_engine_configuration(payload: bytes) -> None:
@@ -218,7 +257,7 @@ class Player:
         )
         num_areas = max(reply.num_areas, 1)
         log.info("connected: seed=%d num_areas=%d communication=%s", reply.seed, num_areas, reply.communication_version)
-        self._game = Game(num_areas)
+        self._game = Game(num_areas, reply.seed)
         self._game.rules.physics_ms = self._physics_ms
         result: bytes = self._exchange(wire.HEADER_OK)
         return result
