@@ -198,6 +198,31 @@ class _BoundedLoader(yaml.SafeLoader):
 _BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789"))
 
 
+_FLOW_MARKS = re.compile(r"[\[\]{}#'\"\n]")
+
+
+def _flow_too_deep(text: str) -> int | None:
+    """Where flow brackets first nest deeper than MAX_DEPTH, found cheaply (PyYAML's scanner is quadratic there)."""
+    depth, index = 0, 0
+    while (match := _FLOW_MARKS.search(text, index)) is not None:
+        char, index = match.group(), match.end()
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return match.start()
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "#" and (match.start() == 0 or text[match.start() - 1] in " \t\n"):
+            end = text.find("\n", index)
+            index = len(text) if end < 0 else end
+        elif char in "'\"" and text[: match.start()].rstrip(" \t")[-1:] in ("", "\n", "[", "{", ",", ":", "-"):
+            closing = text.find(char, index)  # a quoted scalar: brackets inside do not count
+            while char == '"' and closing > 0 and text[closing - 1] == "\\":
+                closing = text.find(char, closing + 1)
+            index = len(text) if closing < 0 else closing + 1
+    return None
+
+
 def _position(text: str, index: int) -> tuple[int, int]:
     return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
 
@@ -215,6 +240,9 @@ def compose_yaml(text: str, source: str, line: int = 1, column: int = 1) -> yaml
     control = _CONTROL.search(text)
     if control:
         raise located(*_position(text, control.start()), f"control character {ord(control.group()):#04x} is not allowed in a spec")
+    deep = _flow_too_deep(text)
+    if deep is not None:
+        raise located(*_position(text, deep), f"nested more than {MAX_DEPTH} levels deep (the limit)")
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_node()

@@ -357,9 +357,15 @@ def local_result(run_dir: Path, run_id: str, status: str | None = None) -> Point
         mean_return=evaluation.get("mean"),
         best_checkpoint=str(newest.path) if newest else None,
         run_dir=str(run_dir),
-        message="" if ok else str(record.get("failure") or f"exit code {record['exit_code']}"),
+        message="" if ok else str(record.get("failure") or _not_ok(record)),
         curve=read_curve(run.file(METRICS_FILE)),
     )
+
+
+def _not_ok(record: dict[str, Any]) -> str:
+    if record.get("status") == "stopped":
+        return "stopped (SIGTERM/Ctrl-C); the next sweep resumes it from its checkpoint"
+    return f"exit code {record['exit_code']}"
 
 
 def local_backend(spec_dir: Path, logs: Path, runs_root: Path = RUNS_ROOT) -> tuple[Launch, Finished]:

@@ -544,7 +544,7 @@ GRID_6x10 = BASE + "sweep:\n  parameters:\n" + "".join(
 HOSTILE = [
     ("aliases-billion-laughs", LAUGHS, [], "{f}:1:4: the document expands to more than 20,000 values (the limit; YAML aliases?)"),
     ("aliases-merge-keys", MERGE_BOMB, [], "{f}:4:4: a mapping of more than 1,000 keys after merging (the limit)"),
-    ("depth-flow-100000", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", [], "{f}:1:35: nested more than 32 levels deep (the limit)"),
+    ("depth-flow-100000", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", [], "{f}:1:36: nested more than 32 levels deep (the limit)"),
     ("depth-block", "".join("  " * i + f"k{i}:\n" for i in range(40)) + "  " * 40 + "v\n", [], "{f}:33:65: nested more than 32 levels deep (the limit)"),
     ("file-size", BASE + "# " + "x" * 2_000_000 + "\n", [], "{f}:1:1: the file is larger than 262,144 bytes (the limit)"),
     (
