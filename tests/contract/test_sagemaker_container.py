@@ -96,3 +96,23 @@ def test_a_player_build_is_planned_in_the_train_channel_and_resolved_there(binar
     assert resolve_player_path(in_container, {"train": tmp_path / "train"}) == tmp_path / "train" / "Game.x86_64"
     assert resolve_player_path(in_container, {}) == Path(in_container)  # on SageMaker the channel is that folder
     assert resolve_player_path("/abs/Game.x86_64", {"train": tmp_path}) == Path("/abs/Game.x86_64")
+
+
+def test_a_create_training_job_request_lays_out_input_config_as_the_platform_does(tmp_path: Path) -> None:
+    from rlrunner.contract.sagemaker_container import OptMl, sdk_hyperparameters, write_job_config
+
+    sent = {"sagemaker_program": '"train_unity.py"', "rlrunner_run_id": '"abc"'}  # the SDK's JSON-encoded strings
+    request = {
+        "HyperParameters": sent,
+        "ResourceConfig": {"InstanceCount": 2, "InstanceType": "ml.c5.xlarge"},
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/k"}}}],
+    }
+    tree = OptMl(tmp_path)
+    write_job_config(tree, request, host="algo-2")
+    config = {name: json.loads((tree.input_config / f"{name}.json").read_text()) for name in ("hyperparameters", "resourceconfig", "inputdataconfig")}
+    assert config["hyperparameters"] == sent  # as sent, not encoded again
+    assert config["resourceconfig"] == {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"], "network_interface_name": "lo"}
+    assert config["inputdataconfig"] == {"train": {"TrainingInputMode": "File"}}
+    added = sdk_hyperparameters({"rlrunner_run_id": "abc"}, job_name="j")
+    assert added["sagemaker_program"] == ENTRY_POINT and added["sagemaker_submit_directory"] == "/opt/ml/code" and added["rlrunner_run_id"] == "abc"
