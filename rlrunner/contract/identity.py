@@ -35,6 +35,8 @@ def run_identity(spec: ExperimentSpec) -> dict[str, Any]:
         "algorithm": data["algorithm"],
         "compute": {"instance_count": spec.compute.instance_count},
     }
+    if data.get("behaviors"):  # per-behaviour policies and overrides (absent: the run ids of other specs stay)
+        identity["behaviors"] = data["behaviors"]
     for block, left_out in NOT_IDENTITY.items():
         identity[block] = {key: value for key, value in data[block].items() if key not in left_out}
     return identity

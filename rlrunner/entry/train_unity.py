@@ -631,7 +631,11 @@ def _check_rl_module(config: Any, scene: Scene, policies: Mapping[str, list[str]
 
 
 def _train_loop(
-    env: ContainerEnv, experiment: Experiment, algo: Any, scene: Mapping[str, Any], policies: Mapping[str, list[str]] | None = None
+    env: ContainerEnv,
+    experiment: Experiment,
+    algo: Any,
+    scene: Mapping[str, Any] | None = None,
+    policies: Mapping[str, list[str]] | None = None,
 ) -> Path:
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
@@ -640,7 +644,7 @@ def _train_loop(
     progress = Progress(iteration=0, timesteps=0, time_s=0.0)
     # The scene's behaviours (and which policy serves which), so that `rlrunner export` can write the
     # Unity models later without the player.
-    meta: dict[str, Any] = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash, **scene}
+    meta: dict[str, Any] = {"run_id": experiment.run_id, "spec_hash": experiment.spec_hash, **(scene or {})}
     if policies is not None:
         meta[POLICIES_META] = {policy: list(names) for policy, names in policies.items()}
     newest = store.newest()

@@ -131,6 +131,7 @@ def test_evaluation_env_config_adds_seed_and_a_step_limit() -> None:
         "executable": "/builds/Basic.x86_64",
         "seed": 3,
         "log_dir": None,
+        "players": 1,
     }
     recorded = EnvironmentSpec(name="Basic", max_episode_steps=100)
     assert evaluation_env_config(recorded, executable, seed=None, step_limit=None)["environment"].max_episode_steps == 100

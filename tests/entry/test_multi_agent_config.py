@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from shared import EXPERIMENTS
 
 from rlrunner.contract.checkpoints import Progress
+from rlrunner.contract.identity import run_identity
 from rlrunner.contract.metrics import behavior_metric, format_metrics_line, parse_metrics_line
 from rlrunner.contract.run_dir import MetricsTable
 from rlrunner.entry import algorithm, train_unity
@@ -36,7 +37,8 @@ def test_behaviors_section_reaches_the_launcher_and_leaves_other_run_ids_alone()
     experiment = duo()
     assert experiment.behaviors["Walker"].hyperparameters == {"lr": 5.0e-4}
     basic = yaml.safe_load((EXPERIMENTS / "basic_ppo.yaml").read_text())
-    assert "behaviors" not in ExperimentSpec.model_validate(basic).canonical_json()
+    assert "behaviors" not in run_identity(ExperimentSpec.model_validate(basic))
+    assert run_identity(ExperimentSpec.model_validate(yaml.safe_load((EXPERIMENTS / "duo_ppo.yaml").read_text())))["behaviors"]
 
 
 @pytest.mark.parametrize(
