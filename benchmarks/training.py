@@ -101,7 +101,7 @@ def greedy_return(module: Any, max_episode_steps: int | None, episodes: int = EV
 # --- the plain RLlib script (run as a child process) -----------------------------------------------
 
 
-def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int, runners: int) -> int:
+def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int, runners: int, torch_threads: int | None = None) -> int:
     """Train PPO with the spec's hyperparameters on PyBasic; print one JSON line per iteration."""
     import yaml
 
@@ -115,6 +115,10 @@ def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int, run
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.tune.registry import register_env
 
+    if torch_threads is not None:  # torch's default is one thread per core
+        import torch
+
+        torch.set_num_threads(torch_threads)
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1")
     register_env("py-basic", make_py_basic)
     config = (
@@ -145,11 +149,13 @@ def plain_main(spec_path: Path, seed: int, threshold: float, max_steps: int, run
     return 0
 
 
-def run_plain(spec: Path, seed: int, threshold: float, max_steps: int, runners: int) -> dict[str, Any]:
+def run_plain(spec: Path, seed: int, threshold: float, max_steps: int, runners: int, torch_threads: int | None = None) -> dict[str, Any]:
     command = [
         sys.executable, __file__, "--plain", "--spec", str(spec), "--seed", str(seed), "--threshold", str(threshold),
         "--max-steps", str(max_steps), "--runners", str(runners),
     ]
+    if torch_threads is not None:
+        command += ["--plain-torch-threads", str(torch_threads)]
     process = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False)
     rows = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not rows:
@@ -224,17 +230,18 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw results here.")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plain-runners", type=int, nargs="+", default=[0, 1], help="Env runner counts the plain script tries.")
+    parser.add_argument("--plain-torch-threads", type=int, default=None, help="torch.set_num_threads in the plain script (default: torch's own).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="A --set for the rlrunner run.")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--runners", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
-        return plain_main(args.spec, args.seed, args.threshold, args.max_steps, args.runners)
+        return plain_main(args.spec, args.seed, args.threshold, args.max_steps, args.runners, args.plain_torch_threads)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="rlrunner-bench-") as workdir:
         for seed in args.seeds:
-            plain = fastest([run_plain(args.spec, seed, args.threshold, args.max_steps, n) for n in args.plain_runners])
+            plain = fastest([run_plain(args.spec, seed, args.threshold, args.max_steps, n, args.plain_torch_threads) for n in args.plain_runners])
             ours = run_rlrunner(args.spec, seed, args.threshold, Path(workdir), args.overrides)
             results.append({"seed": seed, "rlrunner": ours, "plain": plain})
             print(summary_row(results[-1]), flush=True)

@@ -332,8 +332,8 @@ def limit_torch_threads(environ: Mapping[str, str]) -> int:
     """Give the driver's learner one torch thread (`OMP_NUM_THREADS` when set), as Ray gives its 1-CPU workers.
 
     Ray counts one CPU for the driver; torch would start a thread per core, and on a busy machine its
-    OpenMP threads spin for each other: one PPO epoch of Basic measured 1 s with one thread and 34 s
-    with two on this 2-core machine under load (docs/benchmarks.md).
+    OpenMP threads spin for each other: 100 Adam steps of a Basic-sized MLP took 1 s with one thread
+    and 34 s with two on a loaded 2-core machine (docs/benchmarks.md).
     """
     import torch
 
