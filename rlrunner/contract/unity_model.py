@@ -122,3 +122,16 @@ def unity_model_files(model_dir: Path) -> dict[str, Path]:
     models = index.get("models") or {}
     found = {name: model_dir / str(entry.get("file")) for name, entry in models.items() if isinstance(entry, dict)}
     return {name: path for name, path in found.items() if path.is_file()}
+
+
+def scene_behaviors(specs: Mapping[str, Any]) -> list[UnityBehavior]:
+    """The behaviours of a scene from mlagents_envs' `behavior_specs` (name -> BehaviorSpec)."""
+    return [
+        UnityBehavior(
+            name=name,
+            observation_shapes=tuple(tuple(int(n) for n in o.shape) for o in spec.observation_specs),
+            continuous_size=int(spec.action_spec.continuous_size),
+            discrete_branches=tuple(int(b) for b in spec.action_spec.discrete_branches),
+        )
+        for name, spec in specs.items()
+    ]

@@ -290,19 +290,6 @@ def export_from_checkpoint(
     return export_unity_models({behaviors[0].policy: module}, behaviors, model_dir, environment=environment, post=post)
 
 
-def scene_behaviors(specs: Mapping[str, Any]) -> list[UnityBehavior]:
-    """The behaviours of a scene from mlagents_envs' `behavior_specs` (name -> BehaviorSpec)."""
-    return [
-        UnityBehavior(
-            name=name,
-            observation_shapes=tuple(tuple(int(n) for n in o.shape) for o in spec.observation_specs),
-            continuous_size=int(spec.action_spec.continuous_size),
-            discrete_branches=tuple(int(b) for b in spec.action_spec.discrete_branches),
-        )
-        for name, spec in specs.items()
-    ]
-
-
 def recorded_behaviors(checkpoint: Path) -> list[UnityBehavior] | None:
     """The behaviours a checkpoint's manifest records (None: written before rlrunner recorded them)."""
     from rlrunner.contract.checkpoints import read_checkpoint

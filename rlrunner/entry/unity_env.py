@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlrunner.contract.unity_model import UnityBehavior
+from rlrunner.contract.unity_model import UnityBehavior, scene_behaviors
 from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 from rlrunner.unity.launch import LaunchOptions, launch_unity
 from rlrunner.unity.players import PlayersVectorEnv, open_players
+from rlrunner.unity.spaces import Converter
 
 MULTI_AGENT = "multi_agent"
 """The env_config key that selects ``UnityMultiAgentEnv`` (set by the launcher when the fast path does not apply)."""
@@ -149,27 +150,25 @@ class Scene:
 
 
 def probe_scene(env_config: Mapping[str, Any]) -> Scene:
-    """Start the player once (one area), read its behaviours, spaces and first decisions, and close it."""
-    from rlrunner.entry.export_mlagents import scene_behaviors
-    from rlrunner.unity.multi_agent import UnityMultiAgentEnv
+    """Start the player once (one area), read its behaviours, spaces and first decisions, and close it.
 
+    No RLlib here: the launcher imports RLlib on another thread while this runs.
+    """
     environment = _environment(env_config)
     base = _start_player(env_config, environment, 1, 0)
     try:
-        env = UnityMultiAgentEnv(
-            base,
-            uint8_visual=environment.uint8_visual,
-            flatten_branched=environment.flatten_branched,
-            allow_multiple_obs=environment.allow_multiple_obs,
-        )
-        obs, _ = env.reset()
-        agents = {name: 0 for name in env.behaviors}
-        for agent_id in obs:
-            agents[agent_id.rsplit("#", 1)[0]] += 1
-        spaces = {
-            name: (env.get_observation_space(f"{name}#0"), env.get_action_space(f"{name}#0")) for name in env.behaviors
-        }
-        return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(base.behavior_specs))
+        base.reset()  # the specs arrive with the first message that carries agents
+        specs = dict(base.behavior_specs)
+        if not specs:
+            raise UnityEnvError("unity_env: the environment reported no behaviours")
+        spaces: dict[str, tuple[Any, Any]] = {}
+        agents: dict[str, int] = {}
+        for name in sorted(specs):
+            conv = Converter(specs[name], environment.uint8_visual, environment.flatten_branched, environment.allow_multiple_obs)
+            spaces[name] = (conv.observation_space, conv.action_space)
+            decision, _ = base.get_steps(name)
+            agents[name] = len(decision)
+        return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(specs))
     finally:
         base.close()
 
