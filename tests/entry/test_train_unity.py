@@ -314,7 +314,7 @@ def test_killed_player_is_restarted_and_training_finishes(tmp_path: Path, sessio
 def test_custom_model_trains_and_exports_like_the_default_model(tmp_path: Path, sessions: list[int]) -> None:
     """experiments/custom_model.yaml: the user's TinyMLP from the source dir, trained and exported to ONNX."""
     overrides = ("algorithm.hyperparameters.train_batch_size_per_learner=250", "algorithm.hyperparameters.minibatch_size=125",
-                 "algorithm.hyperparameters.num_epochs=2", "training.stop.timesteps=500")
+                 "algorithm.hyperparameters.num_epochs=2", "training.stop.timesteps=500", "training.envs_per_env_runner=1")
     env = launcher_env(tmp_path, ROOT / "experiments" / "custom_model.yaml", overrides)
     (tmp_path / "opt_ml").mkdir()
     (tmp_path / "opt_ml" / "code").symlink_to(ROOT / "experiments")  # the code dir holds the source dir, models/
