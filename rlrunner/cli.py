@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from rlrunner.schema import ExperimentSpec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+STDERR = 2
+"""The stderr file descriptor: where a child's output goes when stdout carries JSON."""
 
 
 class Commands(click.Group):
@@ -139,7 +141,8 @@ def plan(spec: str, overrides: Sequence[str], local: bool, output: str) -> None:
 
 
 @main.command()
-def schema() -> None:
+@click.option("--output", type=click.Choice(["json"]), default="json", help="Output format (JSON only).")
+def schema(output: str) -> None:
     """Print the JSON Schema of the spec (for editors: yaml-language-server)."""
     from rlrunner.schema import ExperimentSpec
 
@@ -349,9 +352,11 @@ def print_evaluation(result: dict[str, Any], written: Path) -> None:
 @click.option("--header-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds to send a request head.")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to send a request body.")
 @click.option("--max-connections", type=click.IntRange(1, 10000), default=32, show_default=True, help="Requests served at once (more: 503).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: one line with the address once listening; logs on stderr).")
 def serve(
-    path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool, header_timeout: float, body_timeout: float, max_connections: int
-) -> None:
+    path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool, header_timeout: float, body_timeout: float,
+    max_connections: int, output: str,
+) -> None:  # fmt: skip
     """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
     from rlrunner.contract.model_dir import locate_model_dir
     from rlrunner.policy import check_model_dir
@@ -363,7 +368,11 @@ def serve(
         model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log,
         header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
     )  # fmt: skip
-    run_server(options)
+    def announce(bound_host: str, bound_port: int) -> None:
+        address = {"url": f"http://{bound_host}:{bound_port}", "host": bound_host, "port": bound_port, "model_dir": str(model_dir)}
+        click.echo(json.dumps(address))
+
+    run_server(options, on_listen=announce if output == "json" else None)
 
 
 # --- runs: list and compare run directories -----------------------------------------------------------------
@@ -553,20 +562,32 @@ def image() -> None:
 @click.option("--tag", default=None, help="Image tag (default: rlrunner:<version>).")
 @click.option("--python-image", default=None, help="Base image with Python 3.11 (default: python:3.11-slim-bookworm).")
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer.")
-def image_build(tag: str | None, python_image: str | None, no_cache: bool) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: docker's output goes to stderr).")
+def image_build(tag: str | None, python_image: str | None, no_cache: bool, output: str) -> None:
     """docker build -f container/Dockerfile --network host . with BuildKit; this machine's pip configuration as build secrets."""
     from rlrunner.container import build_image
 
-    build_image(tag, python_image=python_image, no_cache=no_cache, echo=click.echo)
+    as_json = output == "json"
+    built = build_image(
+        tag, python_image=python_image, no_cache=no_cache, echo=lambda line: click.echo(line, err=as_json), docker_stdout=STDERR if as_json else None
+    )
+    if as_json:
+        emit_json({"tag": built})
 
 
 @image.command("push")
 @click.option("--tag", default=None, help="Local image tag (default: rlrunner:<version>).")
-def image_push(tag: str | None) -> None:
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format (json: docker's output goes to stderr).")
+def image_push(tag: str | None, output: str) -> None:
     """Push the image to this account's ECR (repository created if missing); prints the URI for compute.image."""
     from rlrunner.container import push_image
 
-    click.echo(push_image(tag, echo=click.echo))
+    as_json = output == "json"
+    uri = push_image(tag, echo=lambda line: click.echo(line, err=as_json), docker_stdout=STDERR if as_json else None)
+    if as_json:
+        emit_json({"image": uri})
+    else:
+        click.echo(uri)
 
 
 # --- SageMaker endpoints: deploy, predict, undeploy ---------------------------------------------------
@@ -597,7 +618,8 @@ def deploy(run_dir: Path, endpoint_name: str | None, wait: bool, output: str) ->
 @click.argument("endpoint")
 @click.option("--observations", required=True, help="A JSON batch [[...], ...], @FILE holding one, or - for stdin.")
 @click.option("--return", "returns", default="", metavar="probabilities,logits", help="Also return these outputs.")
-def predict(endpoint: str, observations: str, returns: str) -> None:
+@click.option("--output", type=click.Choice(["json"]), default="json", help="Output format (JSON only: the endpoint's answer).")
+def predict(endpoint: str, observations: str, returns: str, output: str) -> None:
     """Send observations to an endpoint (InvokeEndpoint) and print its JSON answer."""
     from rlrunner.aws import connect
     from rlrunner.deploy import parse_observations

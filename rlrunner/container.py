@@ -48,14 +48,15 @@ def project_root(start: Path | None = None) -> Path:
 
 def docker(
     args: Sequence[str], *, echo: Callable[[str], None], input_text: str | None = None, cwd: Path | None = None,
-    executable: str | None = None, env: Mapping[str, str] | None = None,
+    executable: str | None = None, env: Mapping[str, str] | None = None, stdout: int | None = None,
 ) -> None:  # fmt: skip
-    """Run `docker ARGS`, with a clear error when docker or its daemon is missing."""
+    """Run `docker ARGS`, with a clear error when docker or its daemon is missing; `stdout`: a file descriptor for
+    docker's output (None: ours)."""
     executable = executable or shutil.which("docker")
     if executable is None:
         raise ImageError("docker: not found on PATH (install Docker to build or push the image)")
     echo("+ docker " + " ".join(arg if "password" not in arg else "***" for arg in args))
-    result = subprocess.run([executable, *args], input=input_text, text=True, cwd=cwd, env=env, check=False)
+    result = subprocess.run([executable, *args], input=input_text, text=True, cwd=cwd, env=env, stdout=stdout, check=False)
     if result.returncode != 0:
         raise ImageError(f"docker {args[0]}: exited {result.returncode} (is the Docker daemon running? `docker info` tells)")
 
@@ -91,7 +92,7 @@ def _output(command: Sequence[str]) -> str:
 
 def build_image(
     tag: str | None = None, *, python_image: str | None = None, pip_config: Mapping[str, str] | None = None,
-    no_cache: bool = False, echo: Callable[[str], None] = print,
+    no_cache: bool = False, echo: Callable[[str], None] = print, docker_stdout: int | None = None,
 ) -> str:  # fmt: skip
     """`docker build -f container/Dockerfile -t TAG --network host .` from the project root with BuildKit, this
     machine's pip configuration as build secrets and `python_image` as the PYTHON_IMAGE base; returns the tag."""
@@ -111,7 +112,7 @@ def build_image(
         if settings.get("cert"):
             args += ["--secret", f"id=pip-cert,src={settings['cert']}"]
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-        docker([*args, "."], echo=echo, cwd=root, executable=executable, env=env)
+        docker([*args, "."], echo=echo, cwd=root, executable=executable, env=env, stdout=docker_stdout)
     return tag
 
 
@@ -202,7 +203,7 @@ def pip_conf_text(settings: Mapping[str, str]) -> str:
     return "[global]\n" + "".join(f"{name} = {value}\n" for name, value in sorted(settings.items()))
 
 
-def push_image(tag: str | None = None, *, echo: Callable[[str], None] = print) -> str:
+def push_image(tag: str | None = None, *, echo: Callable[[str], None] = print, docker_stdout: int | None = None) -> str:
     """Tag and push a local image to `<account>.dkr.ecr.<region>.amazonaws.com/<name>:<tag>`; returns that URI."""
     tag = tag or DEFAULT_TAG
     ctx = connect()
@@ -221,7 +222,7 @@ def push_image(tag: str | None = None, *, echo: Callable[[str], None] = print) -
         auth = ecr.get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
     registry = uri.split("/", 1)[0]
-    docker(["login", "--username", user, "--password-stdin", registry], echo=echo, input_text=password)
-    docker(["tag", tag, uri], echo=echo)
-    docker(["push", uri], echo=echo)
+    docker(["login", "--username", user, "--password-stdin", registry], echo=echo, input_text=password, stdout=docker_stdout)
+    docker(["tag", tag, uri], echo=echo, stdout=docker_stdout)
+    docker(["push", uri], echo=echo, stdout=docker_stdout)
     return uri

@@ -79,3 +79,19 @@ def test_ci_example_turns_validation_errors_into_annotations_and_keeps_inputs_ou
     assert "algorithm.hyperparameters.lr" in printed
     steps = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
     assert not any("${{" in run for run in steps)  # form inputs arrive through env:, never pasted into a script
+
+
+def test_cli_every_command_has_output_json() -> None:
+    import click
+
+    def leaves(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+        found: list[tuple[str, click.Command]] = []
+        for name, command in group.commands.items():
+            found += leaves(command, f"{prefix}{name} ") if isinstance(command, click.Group) else [(f"{prefix}{name}", command)]
+        return found
+
+    commands = leaves(main)
+    lacking = [name for name, command in commands if not any(p.name == "output" and "json" in getattr(p.type, "choices", ()) for p in command.params)]
+    assert len(commands) >= 19 and lacking == []
+    schema = CliRunner().invoke(main, ["schema", "--output", "json"])
+    assert schema.exit_code == 0 and json.loads(schema.stdout)["title"] == "ExperimentSpec"

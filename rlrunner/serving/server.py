@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,12 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(options: ServeOptions) -> None:
-    """Serve until SIGINT/SIGTERM (blocking)."""
+def serve(options: ServeOptions, on_listen: Callable[[str, int], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (blocking). `on_listen(host, port)` is called once the socket listens; with it,
+    the access log goes to stderr too, so stdout carries only what `on_listen` prints."""
     sock = listen(options.host, options.port)  # before the model loads: a failed bind must not race onnxruntime's threads
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from rlrunner.serving.app import create_app
 
@@ -69,8 +73,12 @@ def serve(options: ServeOptions) -> None:
     app = create_app(
         options.model_dir, max_body_bytes=options.max_body_bytes, threads=options.threads, body_timeout_s=options.body_timeout_s
     )
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    if on_listen is not None:
+        log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config = uvicorn.Config(
         app,
+        log_config=log_config,
         host=options.host,
         port=options.port,
         log_level=options.log_level,
@@ -85,6 +93,8 @@ def serve(options: ServeOptions) -> None:
     host, port = sock.getsockname()[:2]
     # uvicorn says this only for sockets it bound itself; the port is already listening (connections wait in the backlog)
     logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, port)
+    if on_listen is not None:
+        on_listen(host, port)
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
 

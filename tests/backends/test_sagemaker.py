@@ -579,6 +579,33 @@ def test_image_build_without_docker_says_so(monkeypatch: pytest.MonkeyPatch, tmp
     assert (shown.exit_code, shown.output) == (4, "docker: not found on PATH (install Docker to build or push the image)\n")
 
 
+def fake_docker(folder: Path) -> Path:
+    """A `docker` on PATH that answers like a BuildKit client, records its arguments and prints a line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    docker = folder / "docker"
+    docker.write_text(f'#!/bin/sh\necho "$@" >> {folder / "calls"}\necho "docker says $1"\n')
+    docker.chmod(0o755)
+    return folder / "calls"
+
+
+def test_image_build_and_push_output_json(aws_env: AwsTestEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    calls = fake_docker(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    built = run_cli(["image", "build", "--tag", "rlrunner:test", "--output", "json"])
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout) == {"tag": "rlrunner:test"}
+    pushed = run_cli(["image", "push", "--tag", "rlrunner:test", "--output", "json"])
+    assert pushed.exit_code == 0, pushed.output
+    uri = json.loads(pushed.stdout)["image"]
+    assert uri.endswith(".dkr.ecr.us-east-1.amazonaws.com/rlrunner:test")
+    assert "+ docker push " + uri in pushed.stderr
+    verbs = [line.split()[0] for line in calls.read_text().splitlines()]
+    assert verbs == ["buildx", "build", "login", "tag", "push"]
+    assert capfd.readouterr().out.count("docker says") == 0  # docker's own lines went to stderr, not stdout
+    text = run_cli(["image", "push", "--tag", "rlrunner:test"])
+    assert text.stdout.splitlines()[-1] == uri
+
+
 # --- pure pieces ----------------------------------------------------------------------------------------------
 
 

@@ -284,3 +284,21 @@ def test_serve_30_half_sent_bodies_hold_bounded_memory_and_connections(basic_mod
         for client in clients:
             client.close()
         stop_server(running.process)
+
+
+def test_serve_output_json_prints_the_address_on_stdout(basic_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "rlrunner.cli", "serve", str(basic_model_dir), "--port", "0", "--access-log", "--output", "json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        address = json.loads(process.stdout.readline())
+        assert address["url"] == f"http://127.0.0.1:{address['port']}" and address["model_dir"] == str(basic_model_dir)
+        wait_healthy(address["port"])
+        assert post_json(address["port"], {"observations": OBS}).status == 200
+    finally:
+        stop_server(process)
+    assert process.stdout.read() == ""  # the access log went to stderr
+    process.stdout.close()
