@@ -252,12 +252,28 @@ class Progress:
         self._bar.update(self._task, completed=done or 0, ret=ret, speed=speed)
 
 
-_SHOWN_MARKERS = ("Error", "ERROR", "Traceback", "Exception")
+_SHOWN_MARKERS = ("Error", "ERROR", "Exception")
+_HIDDEN_MARKERS = ("WARNING", "Warning")
 
 
-def worth_showing(line: str) -> bool:
-    """On a terminal, beside the progress bar: the launcher's own lines and errors (Ray's chatter goes to the log)."""
-    return line.startswith("rlrunner:") or any(marker in line for marker in _SHOWN_MARKERS)
+class ConsoleFilter:
+    """Which launcher lines the console shows, on a terminal or not: rlrunner's own lines, metrics lines, errors and
+    whole tracebacks. Ray's and RLlib's warnings (deprecations, the new API stack notice) and internal lines stay in
+    launcher.log."""
+
+    def __init__(self) -> None:
+        self.in_traceback = False
+
+    def __call__(self, line: str) -> bool:
+        if self.in_traceback:  # a traceback's frames are indented; its last line (the exception) is not
+            self.in_traceback = line.startswith((" ", "\t", "Traceback")) or not line
+            return True
+        if line.startswith("Traceback"):
+            self.in_traceback = True
+            return True
+        if line.startswith(("rlrunner:", "rlrunner-metrics ")):
+            return True
+        return not any(marker in line for marker in _HIDDEN_MARKERS) and any(marker in line for marker in _SHOWN_MARKERS)
 
 
 def progress_target(spec: ExperimentSpec) -> tuple[str, float | None]:
@@ -426,6 +442,7 @@ def run_local(
     show_bar = stream.isatty() if bar is None else bar
     started = time.monotonic()
     first_iteration_s: float | None = None
+    shown = ConsoleFilter()
     if show_bar:
         stream.write(f"rlrunner: run {plan.run_id} in {run.root} (full launcher output: {run.file(LOG_FILE)})\n")
     with RunDirWriter(run.file(LOG_FILE)) as log, Progress(stream, total=total, unit=unit, bar=show_bar) as progress:
@@ -456,7 +473,7 @@ def run_local(
                 log.write(raw)
                 values = parse_metrics_line(line)
                 if values is None:
-                    if not show_bar or worth_showing(line):
+                    if shown(line):
                         progress.line(line)
                     continue
                 if first_iteration_s is None:

@@ -349,6 +349,44 @@ def test_killed_launcher_resumes_with_continuing_timesteps(tmp_path: Path, sessi
     assert (run_dir / "model" / "policy.onnx").is_file() and (run_dir / "model" / "evaluation.json").is_file()
 
 
+def test_console_filter_keeps_rlrunner_lines_metrics_errors_and_tracebacks() -> None:
+    lines = [
+        "rlrunner: run 1234: PPO on Basic",
+        "2026-12-02 02:12:55,574\tWARNING algorithm_config.py:5160 -- You are running PPO on the new API stack!",
+        "2026-12-02 02:12:55,601\tWARNING rl_module.py:463 -- DeprecationWarning: `RLModule(config=..)` has been deprecated. This will raise an error",
+        "/x/y.py:3: DeprecationWarning: distutils Version classes are deprecated.",
+        "  warnings.warn(",
+        "(EnvRunner pid=12) some internal line",
+        "rlrunner-metrics iteration=1 timesteps=250",
+        "(EnvRunner pid=12) RuntimeError: the player went away",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "ValueError: bad",
+        "",
+    ]
+    shown = local.ConsoleFilter()
+    assert [line for line in lines if shown(line)] == [lines[0], lines[6], *lines[7:11]]
+
+
+def test_console_keeps_ray_and_rllib_warnings_in_the_launcher_log(tmp_path: Path, sessions: list[int]) -> None:
+    """Not on a terminal: stdout and stderr carry rlrunner's lines and metrics lines; Ray's and RLlib's warnings
+    stay in launcher.log."""
+    run_dir = tmp_path / "run"
+    args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in QUICK_TRAINING for a in ("--set", o)],
+            "--set", "training.stop.timesteps=500")  # fmt: skip
+    process = subprocess.Popen(rlrunner_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sessions.append(process.pid)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, (out + err)[-4000:]
+    sessions.append(launcher_pid(run_dir))
+    log = (run_dir / "launcher.log").read_text()
+    assert "WARNING" in log and "DeprecationWarning" in log  # RLlib's new-API-stack notice and its deprecations
+    console = out + err
+    assert "WARNING" not in console and "Warning" not in console
+    assert "rlrunner-metrics iteration=2 " in out
+    assert "rlrunner: evaluation: mean" in out and err == ""
+
+
 def test_ctrl_c_stops_the_launcher_ray_and_the_players(tmp_path: Path, sessions: list[int]) -> None:
     run_dir = tmp_path / "run"
     args = ("run", str(BASIC_PPO), "--local", "--run-dir", str(run_dir), *[a for o in QUICK_TRAINING for a in ("--set", o)])
