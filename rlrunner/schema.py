@@ -86,14 +86,66 @@ class SamplerSpec(Frozen):
         return self
 
 
-def _parameter_kind(value: Any) -> str:
+def _value_kind(value: Any) -> str:
     return "sampler" if isinstance(value, dict | SamplerSpec) else "constant"
 
 
+LessonValue = Annotated[Annotated[float, Tag("constant")] | Annotated[SamplerSpec, Tag("sampler")], Discriminator(_value_kind)]
+"""A lesson's value: a constant or a sampler."""
+
+
+class CompletionCriteria(Frozen):
+    """When a lesson is done, as in `mlagents-learn`: the episode return mean reaches a threshold."""
+
+    measure: Literal["reward"] = "reward"
+    """What is measured: the episode return mean after a training iteration."""
+    behavior: str | None = None
+    """The behaviour whose return counts (its per-behaviour mean when the run reports one; else the pooled mean)."""
+    threshold: float
+    """The lesson is done once the return mean is at least this."""
+    min_lesson_length: Annotated[int, Field(ge=0)] = 0
+    """Episodes to play in the lesson before it can be done."""
+
+
+class Lesson(Frozen):
+    """One lesson of a curriculum: its name, its value and when it is done (none for the last)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    """Shown when the lesson starts."""
+    value: LessonValue
+    """The parameter's value during the lesson: a constant or a sampler."""
+    completion_criteria: CompletionCriteria | None = None
+    """When to move to the next lesson (the last lesson has none)."""
+
+
+class CurriculumSpec(Frozen):
+    """An environment parameter that changes by lessons, advanced by the launcher on the episode return mean."""
+
+    curriculum: Annotated[list[Lesson], Field(min_length=1)]
+    """The lessons, in order."""
+
+    @model_validator(mode="after")
+    def _every_lesson_but_the_last_ends(self) -> CurriculumSpec:
+        for index, lesson in enumerate(self.curriculum[:-1]):
+            if lesson.completion_criteria is None:
+                raise ValueError(f"curriculum[{index}] ({lesson.name}): needs completion_criteria (every lesson but the last)")
+        names = [lesson.name for lesson in self.curriculum]
+        if len(set(names)) != len(names):
+            raise ValueError("curriculum: lesson names must differ")
+        return self
+
+
+def _parameter_kind(value: Any) -> str:
+    if isinstance(value, CurriculumSpec) or (isinstance(value, dict) and "curriculum" in value):
+        return "curriculum"
+    return _value_kind(value)
+
+
 ParameterValue = Annotated[
-    Annotated[float, Tag("constant")] | Annotated[SamplerSpec, Tag("sampler")], Discriminator(_parameter_kind)
+    Annotated[float, Tag("constant")] | Annotated[SamplerSpec, Tag("sampler")] | Annotated[CurriculumSpec, Tag("curriculum")],
+    Discriminator(_parameter_kind),
 ]
-"""An environment parameter: a constant, or a sampler (a mapping) whose errors are reported alone."""
+"""An environment parameter: a constant, a sampler (a mapping) or a curriculum; their errors are reported alone."""
 
 
 class EnvironmentSpec(Frozen):
@@ -110,7 +162,8 @@ class EnvironmentSpec(Frozen):
     time_scale: Annotated[float, Field(gt=0, le=100)] = 20.0
     """Unity time scale sent over the engine-configuration side channel."""
     parameters: dict[str, ParameterValue] = {}
-    """Environment parameters sent over ML-Agents' environment-parameters side channel: a constant, or a sampler drawn per episode."""
+    """Environment parameters sent over ML-Agents' environment-parameters side channel: a constant, a sampler drawn per
+    episode, or a curriculum of lessons."""
     max_episode_steps: Annotated[int, Field(ge=1)] | None = None
     """Truncate an episode after this many agent steps (None: the environment decides)."""
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0

@@ -58,6 +58,7 @@ from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
 from rlrunner.contract.metrics import BEHAVIORS_KEY, POOLED_KEY, TENSORBOARD_TAGS, behavior_metric, format_metrics_line
 from rlrunner.contract.sagemaker_container import TENSORBOARD_DIR, ContainerEnv, read_container_env, resolve_player_path
 from rlrunner.contract.unity_model import behaviors_meta
+from rlrunner.entry.curriculum import Curriculum, send_lessons
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
 
@@ -660,12 +661,18 @@ def _train_loop(
     elif training.init_from is not None:
         start_from_weights(algo, Path(training.init_from))
     saved = newest
+    curriculum = Curriculum.of(experiment.environment)
+    if curriculum is not None and newest is not None:
+        restored = curriculum.restore(newest.meta.get(CURRICULUM_META) or {})
+        if restored:
+            reached = send_lessons(algo, curriculum.values(restored))
+            log(f"curriculum: {'; '.join(restored.values())} (sent to {reached} environment(s))")
     started = time.monotonic() - progress.time_s
     reason = stop_reason(training.stop, progress)
     _stop.in_loop, _stop.signum = True, None
     writer = tensorboard_writer(env, progress.timesteps)
     try:
-        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer, meta)
+        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer, meta, curriculum)
     except Interrupted as interrupt:  # the iteration in flight did not finish within the grace time
         last = store.newest()
         raise Stopped(interrupt.signum, last.path if last else None, last.progress if last else progress, abandoned=True) from None
@@ -680,7 +687,7 @@ def _train_loop(
 
 def _iterate(
     experiment: Experiment, algo: Any, store: CheckpointStore, progress: Progress, saved: Any, started: float, reason: str | None,
-    writer: Any, meta: Mapping[str, Any],
+    writer: Any, meta: dict[str, Any], curriculum: Curriculum | None = None,
 ) -> Any:
     training = experiment.training
     while reason is None:
@@ -701,6 +708,9 @@ def _iterate(
         values = iteration_metrics(result, progress)
         print(format_metrics_line(values), flush=True)
         write_tensorboard(writer, values)
+        if curriculum is not None:
+            advance_curriculum(curriculum, algo, values)
+            meta[CURRICULUM_META] = curriculum.state()
         reason = stop_reason(training.stop, progress)
         if reason is None and _stop.signum is not None:
             reason = f"{signal.Signals(_stop.signum).name} received (a stop: checkpointing to resume later)"
@@ -712,6 +722,21 @@ def _iterate(
     if saved is None:  # stopped before any iteration (a criterion already met): checkpoint the start
         saved = save_checkpoint(store, progress, algo, meta, saved)
     return saved
+
+
+CURRICULUM_META = "curriculum_lessons"
+"""Where a checkpoint's meta records the lesson of every curriculum parameter (a resume continues there)."""
+
+
+def advance_curriculum(curriculum: Curriculum, algo: Any, values: Mapping[str, Any]) -> None:
+    """After an iteration: move the curricula whose lesson is done, and send their new values to every player."""
+    criteria = [lesson.completion_criteria for spec in curriculum.parameters.values() for lesson in spec.curriculum]
+    behaviors = {c.behavior for c in criteria if c is not None and c.behavior}
+    means = {name: values[behavior_metric(name)] for name in behaviors if values.get(behavior_metric(name)) is not None}
+    changed = curriculum.advance(values.get("episode_return_mean"), int(values.get("episodes") or 0), means)
+    if changed:
+        reached = send_lessons(algo, curriculum.values(changed))
+        log(f"curriculum: {'; '.join(changed.values())} (sent to {reached} environment(s))")
 
 
 def save_checkpoint(store: CheckpointStore, progress: Progress, algo: Any, meta: Mapping[str, Any], previous: Any) -> Any:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, cast
 
 import mlagents_envs
 
-from rlrunner.schema import SamplerSpec
+from rlrunner.schema import CurriculumSpec, SamplerSpec
 from rlrunner.unity import wire
 from rlrunner.unity.communicator import LoopbackCommunicator
 from rlrunner.unity.errors import UnityEnvError
@@ -91,7 +92,7 @@ class LaunchOptions:
     no_graphics: bool
     player_args: tuple[str, ...]
     time_scale: float
-    parameters: Mapping[str, float | SamplerSpec]
+    parameters: Mapping[str, float | SamplerSpec | CurriculumSpec]
     timeout_s: float
     num_areas: int
     seed: int
@@ -117,6 +118,8 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
         self._action_cache: dict[bytes, bytes] = {}
         self._deferred = False
         self._in_flight = False
+        channels = kwargs.get("side_channels") or []
+        self._parameters_channel = next((c for c in channels if isinstance(c, EnvironmentParametersChannel)), None)
         try:
             # file_name=None: mlagents would start the player with this process's environment;
             # _send_academy_parameters below starts it, at the same moment, with its own.
@@ -124,6 +127,13 @@ class ManagedUnityEnvironment(UnityEnvironment):  # type: ignore[misc]
         except BaseException:
             self._close(0)
             raise
+        _live_environments.add(self)
+
+    def send_parameters(self, values: Mapping[str, float | SamplerSpec]) -> None:
+        """Queue environment parameters for the player; they reach it with the next step or reset."""
+        if self._parameters_channel is not None:
+            for key, value in values.items():
+                _send_parameter(self._parameters_channel, key, value)
 
     @staticmethod
     def _get_communicator(worker_id: int, base_port: int, timeout_wait: int) -> RpcCommunicator:
@@ -324,21 +334,44 @@ def _environment_kwargs(executable: Path, port: int, options: LaunchOptions) -> 
     }
 
 
+_live_environments: weakref.WeakSet[ManagedUnityEnvironment] = weakref.WeakSet()
+"""This process's open environments: where `set_lesson_values` sends a curriculum's new values."""
+_lesson_values: dict[str, float | SamplerSpec] = {}
+"""Curriculum parameters' current lesson values in this process (players started later begin with them)."""
+
+
+def set_lesson_values(values: Mapping[str, float | SamplerSpec]) -> int:
+    """Send new lesson values to every open environment of this process, and to those it starts later; returns
+    how many environments were open."""
+    _lesson_values.update(values)
+    environments = list(_live_environments)
+    for environment in environments:
+        environment.send_parameters(values)
+    return len(environments)
+
+
+def _send_parameter(channel: EnvironmentParametersChannel, key: str, value: float | SamplerSpec) -> None:
+    if isinstance(value, int | float):
+        channel.set_float_parameter(key, float(value))
+        return
+    sampler, p = value.sampler_type, value.sampler_parameters
+    if sampler == "uniform":
+        channel.set_uniform_sampler_parameters(key, p.min_value or 0.0, p.max_value or 0.0, p.seed)  # the spec checked both are set
+    elif sampler == "gaussian":
+        channel.set_gaussian_sampler_parameters(key, p.mean or 0.0, p.st_dev or 0.0, p.seed)
+    else:
+        channel.set_multirangeuniform_sampler_parameters(key, [list(interval) for interval in p.intervals or []], p.seed)
+
+
 def _side_channels(options: LaunchOptions) -> list[SideChannel]:
     engine = EngineConfigurationChannel()
     engine.set_configuration_parameters(time_scale=options.time_scale)
     parameters = EnvironmentParametersChannel()
     for key, value in options.parameters.items():
-        if isinstance(value, int | float):
-            parameters.set_float_parameter(key, float(value))
-            continue
-        sampler, p = value.sampler_type, value.sampler_parameters
-        if sampler == "uniform":
-            parameters.set_uniform_sampler_parameters(key, p.min_value or 0.0, p.max_value or 0.0, p.seed)  # the spec checked both are set
-        elif sampler == "gaussian":
-            parameters.set_gaussian_sampler_parameters(key, p.mean or 0.0, p.st_dev or 0.0, p.seed)
+        if isinstance(value, CurriculumSpec):  # its current lesson (the first until the launcher advances it)
+            _send_parameter(parameters, key, _lesson_values.get(key, value.curriculum[0].value))
         else:
-            parameters.set_multirangeuniform_sampler_parameters(key, [list(interval) for interval in p.intervals or []], p.seed)
+            _send_parameter(parameters, key, value)
     return [engine, parameters]
 
 
@@ -351,4 +384,4 @@ def _timeout_message(executable: Path, port: int, options: LaunchOptions) -> str
     )
 
 
-__all__ = ["MLAGENTS_VERSION", "PYTHON_VARIABLE", "LaunchOptions", "ManagedUnityEnvironment", "launch_unity"]
+__all__ = ["MLAGENTS_VERSION", "PYTHON_VARIABLE", "LaunchOptions", "ManagedUnityEnvironment", "launch_unity", "set_lesson_values"]
