@@ -116,4 +116,10 @@ def test_a_short_run_advances_the_lesson_and_the_player_gets_it(tmp_path: Path, 
     assert "environment parameter start_position = 16" in players
     assert min(lengths_after[1:]) < lengths_before[0]  # one step from the large goal: shorter episodes
     newest = CheckpointStore(run_dir / "checkpoints", keep=3).newest()
-    assert newest is not None and newest.meta["curriculum_lessons"] == {"start_position": 1}  # a resume continues there
+    assert newest is not None and newest.meta["curriculum_lessons"] == {"start_position": 1}
+    longer = subprocess.run(
+        [*command, "--set", "training.stop.timesteps=1500", "--resume"], capture_output=True, text=True, timeout=300, start_new_session=True
+    )
+    assert longer.returncode == 0, (longer.stdout + longer.stderr)[-4000:]
+    sessions.append(int(json.loads((run_dir / "run.json").read_text())["launcher_pid"]))
+    assert "rlrunner: curriculum: start_position: lesson 1 (near), as checkpointed (sent to " in longer.stdout
