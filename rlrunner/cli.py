@@ -381,7 +381,7 @@ def serve(
 @main.command("runs")
 @click.option("--runs-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Where the runs are.")
 @click.option("--name", default=None, help="Only runs whose experiment name contains this (or matches this glob).")
-@click.option("--status", type=click.Choice(["running", "finished", "failed", "interrupted", "submitted", "unknown"]), default=None, help="Only runs in this state.")
+@click.option("--status", type=click.Choice(["running", "completed", "stopped", "failed", "submitted", "unknown"]), default=None, help="Only runs in this state.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="Output format.")
 def runs_command(runs_root: Path, name: str | None, status: str | None, output: str) -> None:
     """List the local and SageMaker runs under runs/: id, name, status, backend, steps, greedy evaluation, wall time, start."""

@@ -22,7 +22,7 @@ from rlrunner.contract.identity import flatten, identity_changes
 from rlrunner.contract.model_dir import read_evaluation
 from rlrunner.contract.run_dir import JOB_FILE, METRICS_FILE, RUN_FILE, SWEEPS_DIR, MetricsTable, RunDir, read_json
 
-STATUSES = ("running", "finished", "failed", "interrupted", "submitted", "unknown")
+STATUSES = ("running", "completed", "stopped", "failed", "submitted", "unknown")
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -39,11 +39,11 @@ def run_status(record: Mapping[str, Any]) -> str:
         return str(record["status"])
     if record.get("backend") == "sagemaker":
         final = record.get("final_status")
-        return {"Completed": "finished", "Failed": "failed", "Stopped": "interrupted"}.get(str(final), "submitted")
+        return {"Completed": "completed", "Failed": "failed", "Stopped": "stopped"}.get(str(final), "submitted")
     code = record.get("exit_code")
     if code is None:
         return "running" if _pid_alive(record.get("launcher_pid")) else "unknown"
-    return "finished" if code == 0 else ("interrupted" if code == 130 else "failed")
+    return "completed" if code == 0 else ("stopped" if code == 130 else "failed")
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,12 @@ def test_runs_lists_filters_and_prints_json(runs: Path) -> None:
     result = CliRunner().invoke(main, ["runs", "--output", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [(r["status"], r["steps"], r["evaluation"]) for r in rows] == [("finished", 1000, 0.5), ("failed", 500, None)]
+    assert [(r["status"], r["steps"], r["evaluation"]) for r in rows] == [("completed", 1000, 0.5), ("failed", 500, None)]
     failed = CliRunner().invoke(main, ["runs", "--status", "failed", "--output", "json"])
     assert [r["run_id"] for r in json.loads(failed.stdout)] == [rows[1]["run_id"]]
     assert json.loads(CliRunner().invoke(main, ["runs", "--name", "other*", "--output", "json"]).stdout) == []
     text = CliRunner().invoke(main, ["runs"]).output
-    assert f"{rows[0]['run_id']}  basic-ppo" in text and "finished" in text and "2 runs under runs" in text
+    assert f"{rows[0]['run_id']}  basic-ppo" in text and "completed" in text and "2 runs under runs" in text
 
 
 def test_compare_groups_seeds_and_names_the_differing_fields(runs: Path) -> None:
@@ -70,6 +70,6 @@ def test_status_of_a_local_run_dir(runs: Path) -> None:
     folder = fake_run(runs, returns=(0.1, 0.5))
     result = CliRunner().invoke(main, ["status", str(folder), "--output", "json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["status"] == "finished" and json.loads(result.stdout)["evaluation"] == 0.5
+    assert json.loads(result.stdout)["status"] == "completed" and json.loads(result.stdout)["evaluation"] == 0.5
     text = CliRunner().invoke(main, ["status", str(folder)]).output
-    assert "status               finished\n" in text and "steps                1000\n" in text
+    assert "status               completed\n" in text and "steps                1000\n" in text

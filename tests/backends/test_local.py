@@ -463,7 +463,7 @@ def test_resume_trains_longer_and_init_from_starts_from_another_runs_weights(run
 
     # `rlrunner runs` and `rlrunner compare` on these real run directories
     listed = {row["run_dir"]: row for row in json.loads(CliRunner().invoke(main, ["runs", "--runs-root", str(runs), "--output", "json"]).stdout)}
-    assert (listed[str(first)]["status"], listed[str(first)]["steps"], listed[str(first)]["run_id"]) == ("finished", 1000, run_id(longer))
+    assert (listed[str(first)]["status"], listed[str(first)]["steps"], listed[str(first)]["run_id"]) == ("completed", 1000, run_id(longer))
     assert listed[str(started)]["steps"] == 250 and listed[str(first)]["evaluation"] is not None
     picture = runs.parent / "compare.png"
     compared = CliRunner().invoke(main, ["compare", str(first), str(started), "--picture", str(picture), "--output", "json"])
