@@ -93,24 +93,21 @@ def _launch(
     base = _start_player(env_config, environment, num_areas, instance)
     try:
         if vector_entry or num_areas > 1:
-            return UnityVectorEnv(
-                base,
-                num_areas,
-                uint8_visual=environment.uint8_visual,
-                flatten_branched=environment.flatten_branched,
-                allow_multiple_obs=environment.allow_multiple_obs,
-                max_episode_steps=environment.max_episode_steps,
-            )
-        return UnityGymEnv(
-            base,
-            uint8_visual=environment.uint8_visual,
-            flatten_branched=environment.flatten_branched,
-            allow_multiple_obs=environment.allow_multiple_obs,
-            max_episode_steps=environment.max_episode_steps,
-        )
+            return UnityVectorEnv(base, num_areas, **_adapter_options(environment))
+        return UnityGymEnv(base, **_adapter_options(environment))
     except BaseException:
         base.close()
         raise
+
+
+def _adapter_options(environment: EnvironmentSpec) -> dict[str, Any]:
+    """The spec's observation/action options, as every Unity adapter takes them."""
+    return {
+        "uint8_visual": environment.uint8_visual,
+        "flatten_branched": environment.flatten_branched,
+        "allow_multiple_obs": environment.allow_multiple_obs,
+        "max_episode_steps": environment.max_episode_steps,
+    }
 
 
 def _make_multi_agent_env(env_config: Mapping[str, Any]) -> Any:
@@ -120,12 +117,7 @@ def _make_multi_agent_env(env_config: Mapping[str, Any]) -> Any:
     base = _start_player(env_config, environment, environment.num_areas, _worker_index(env_config))
     try:
         return UnityMultiAgentEnv(
-            base,
-            uint8_visual=environment.uint8_visual,
-            flatten_branched=environment.flatten_branched,
-            allow_multiple_obs=environment.allow_multiple_obs,
-            max_episode_steps=environment.max_episode_steps,
-            episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)),
+            base, episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)), **_adapter_options(environment)
         )
     except BaseException:
         base.close()
