@@ -127,7 +127,8 @@ def conv_filters(observation_space: Any, model: Mapping[str, Any]) -> tuple[list
     from ray.rllib.models.utils import get_filter_config
 
     try:
-        return None, f"CNN encoder: RLlib's default conv_filters {get_filter_config(list(shape))} for the {size} images"
+        default = get_filter_config(list(shape))  # type: ignore[no-untyped-call]
+        return None, f"CNN encoder: RLlib's default conv_filters {default} for the {size} images"
     except ValueError:  # RLlib has defaults for 10x10, 42x42, 64x64, 84x84 and 96x96 only
         pass
     kernel = [min(3, shape[0]), min(3, shape[1])]
