@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from mlagents_envs.base_env import ActionTuple
@@ -39,8 +41,9 @@ def test_camera_observation_decodes_with_mlagents(compressed: bool) -> None:
     np.testing.assert_array_equal(array, expected)
 
 
-def test_visual_basic_through_the_real_client() -> None:
-    env = launch_unity(resolve_environment("VisualBasic"), OPTIONS)
+@pytest.mark.parametrize("player_args", [(), ("--uncompressed",)], ids=["png", "float"])
+def test_visual_basic_through_the_real_client(player_args: tuple[str, ...]) -> None:
+    env = launch_unity(resolve_environment("VisualBasic"), dataclasses.replace(OPTIONS, player_args=player_args))
     try:
         env.reset()
         spec = env.behavior_specs[BEHAVIOR_NAME]
@@ -49,12 +52,10 @@ def test_visual_basic_through_the_real_client() -> None:
         image = decision.obs[0]
         assert image.shape == (2, 1, 21, 3)
         assert np.argwhere(image[0, 0, :, 0]).ravel().tolist() == [10]  # Basic's start position
-        rewards = []
         for _ in range(7):  # right, right, ...: the large goal at 17 after 7 moves
             env.set_actions(BEHAVIOR_NAME, ActionTuple(discrete=np.full((2, 1), 2, np.int32)))
             env.step()
             decision, terminal = env.get_steps(BEHAVIOR_NAME)
-            rewards.append(terminal.reward.tolist())
         assert len(terminal) == 2 and terminal.obs[0][0, 0, 17].tolist() == [1.0, 0.0, 1.0]
         assert terminal.reward == pytest.approx([0.99, 0.99])
         assert np.argwhere(decision.obs[0][0, 0, :, 0]).ravel().tolist() == [10]  # a new episode
