@@ -74,6 +74,16 @@ def test_run_local_trains_the_camera_scene_with_a_cnn(tmp_path: Path, sessions: 
     assert [(i.name, i.shape[1:]) for i in unity.get_inputs()][0] == ("obs_0", [3, 1, 21])
     assert "Conv" in _op_types(model / "VisualBasic.onnx")
 
+    # the serving contract takes the image as nested lists, and says which shape it expects otherwise
+    from rlrunner.policy import OnnxPolicy
+    from rlrunner.serving import protocol
+
+    policy = OnnxPolicy.from_dir(model)
+    answer = json.loads(protocol.handle(policy, json.dumps({"observations": images[:4].tolist()}).encode(), "application/json"))
+    assert answer["actions"] == actions[:4].tolist()
+    with pytest.raises(protocol.RequestError, match=r"expected shape \[batch, 1, 21, 3\], got \[1, 20\]"):
+        protocol.handle(policy, json.dumps({"observations": [[0.0] * 20]}).encode(), "application/json")
+
     # the launcher's greedy evaluation ran through the player
     evaluation = json.loads((model / "evaluation.json").read_text())
     assert evaluation["episodes"] == 2 and len(evaluation["returns"]) == 2
