@@ -97,3 +97,24 @@ def test_run_local_conv_filters_that_do_not_fit_the_image_exit_3(tmp_path: Path,
     failure = (run_dir / "output" / "failure").read_text().strip()
     assert failure.startswith("algorithm.model.conv_filters[0] [16, [3, 3], 1, 'valid']: does not fit the 1x21x3 image observation")
     assert "Traceback" not in (run_dir / "launcher.log").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
+def test_run_local_camera_scene_on_the_multi_agent_path_gets_the_cnn_per_policy(tmp_path: Path, sessions: list[int]) -> None:
+    import torch
+
+    from rlrunner.entry.export import load_rl_module
+
+    overrides = (*QUICK_TRAINING, "training.stop.timesteps=250", "training.evaluation_episodes=1", "behaviors={VisualBasic: {}}")
+    result, run_dir, output = run(tmp_path, sessions, *overrides)
+    assert result.exit_code == 0, output[-4000:]
+    log = (run_dir / "launcher.log").read_text()
+    assert "multi-agent path: 1 behaviour(s)" in log
+    assert "VisualBasic: CNN encoder: conv_filters [[16, [1, 3], 1], [32, [1, 3], [1, 2]]] chosen" in log
+    final = CheckpointStore(run_dir / "checkpoints", keep=3).newest()
+    assert final is not None
+    module = load_rl_module(final.path, "VisualBasic")
+    assert [m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 32, 16, 32]
+    assert (run_dir / "model" / "VisualBasic.onnx").is_file()
+    evaluation = json.loads((run_dir / "model" / "evaluation.json").read_text())
+    assert evaluation["behaviors"]["VisualBasic?team=0"]["episodes"] == 1
