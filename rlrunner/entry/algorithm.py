@@ -108,13 +108,14 @@ SMALL_IMAGE_FILTERS = (16, 32)
 """Output channels of the two CNN layers rlrunner chooses for an image RLlib has no default filters for."""
 
 
-def conv_filters(observation_space: Any, model: Mapping[str, Any]) -> tuple[list[Any] | None, str | None]:
+def conv_filters(observation_space: Any, model: Mapping[str, Any], where: str = "algorithm.model") -> tuple[list[Any] | None, str | None]:
     """The CNN filters of RLlib's default model for an image observation (rank 3, height x width x channels).
 
     The user's `conv_filters` are checked against the image (a layer that leaves no pixel is a user
     error); without them RLlib's default for the shape is kept when it has one, else two 3x3 layers
     (kernels cut to the image, the second of stride 2 along axes of 4 pixels or more) fit a small image.
-    Returns the filters to set (None: keep the config) and the line that says the choice (None: no image).
+    Returns the filters to set (None: keep the config) and the line that says the choice (None: no image);
+    `where` is the spec path of `model` (a behaviour's own `model:` on the multi-agent path).
     """
     shape = tuple(getattr(observation_space, "shape", None) or ())
     if len(shape) != 3:
@@ -122,8 +123,8 @@ def conv_filters(observation_space: Any, model: Mapping[str, Any]) -> tuple[list
     size = f"{shape[0]}x{shape[1]}x{shape[2]}"
     user = model.get("conv_filters")
     if user:
-        _check_conv_filters(shape, user)
-        return None, f"CNN encoder: algorithm.model.conv_filters {user} on the {size} images"
+        _check_conv_filters(shape, user, where)
+        return None, f"CNN encoder: {where}.conv_filters {user} on the {size} images"
     from ray.rllib.models.utils import get_filter_config
 
     try:
@@ -140,12 +141,12 @@ def conv_filters(observation_space: Any, model: Mapping[str, Any]) -> tuple[list
     )
 
 
-def _check_conv_filters(shape: tuple[int, ...], filters: Any) -> None:
+def _check_conv_filters(shape: tuple[int, ...], filters: Any, model: str) -> None:
     # RLlib's own arithmetic (CNNEncoderConfig.output_dims): "same" padding keeps ceil(size / stride)
     # pixels, "valid" floor((size - kernel) / stride) + 1; a layer left with no pixel fails to build.
     height, width = int(shape[0]), int(shape[1])
     for index, layer in enumerate(filters):
-        where = f"algorithm.model.conv_filters[{index}] {layer}"
+        where = f"{model}.conv_filters[{index}] {layer}"
         if not isinstance(layer, list | tuple) or len(layer) not in (3, 4):
             raise AlgorithmSetupError(f"{where}: expected [channels, kernel, stride] or [channels, kernel, stride, padding]")
         kernel, stride = ([v, v] if isinstance(v, int) else list(v) for v in layer[1:3])
@@ -159,6 +160,15 @@ def _check_conv_filters(shape: tuple[int, ...], filters: Any) -> None:
                 f"{where}: does not fit the {shape[0]}x{shape[1]}x{shape[2]} image observation (no pixel left after "
                 f"this layer); use smaller kernels or strides, 'same' padding, or leave conv_filters unset to let rlrunner choose"
             )
+
+
+def policy_model(experiment: Experiment, base_model: Mapping[str, Any], behaviors: list[str]) -> tuple[dict[str, Any], str]:
+    """A policy's model config: `base_model` under the first of its behaviours' own `model:`; and that spec path."""
+    named = [name.split("?", 1)[0] for name in behaviors if name.split("?", 1)[0] in experiment.behaviors]
+    if not named:
+        return dict(base_model), "algorithm.model"
+    own = dict(experiment.behaviors[named[0]].model)
+    return {**base_model, **own}, f"behaviors.{named[0]}.model" if own else "algorithm.model"
 
 
 def behavior_policies(behaviors: list[str], experiment: Experiment) -> dict[str, str]:
@@ -230,8 +240,8 @@ def configure_multi_agent(
     overrides = {}
     for policy, (observation_space, action_space) in by_policy.items():
         settings = [experiment.behaviors[n.split("?", 1)[0]] for n in served[policy] if n.split("?", 1)[0] in experiment.behaviors]
-        model = {**base_model, **(dict(settings[0].model) if settings else {})}
-        filters = None if module_class else conv_filters(observation_space, model)[0]
+        model, where = policy_model(experiment, base_model, served[policy])
+        filters = None if module_class else conv_filters(observation_space, model, where)[0]
         if filters is not None:
             model["conv_filters"] = filters
         specs[policy] = RLModuleSpec(
@@ -334,6 +344,7 @@ __all__ = [
     "PolicyMapping",
     "behavior_policies",
     "conv_filters",
+    "policy_model",
     "configure_multi_agent",
     "policy_spaces",
     "ENV_NAME",

@@ -608,10 +608,11 @@ def _choose_conv_filters(config: Any, scene: Scene, policies: Mapping[str, list[
     if experiment.algorithm.model.module:
         return
     model = algo_config.model_config(experiment)
-    served = {"default_policy": next(iter(scene.spaces))} if policies is None else {p: names[0] for p, names in policies.items()}
-    for policy, behavior in served.items():
+    served = {"default_policy": list(scene.spaces)[:1]} if policies is None else dict(policies)
+    for policy, behaviors in served.items():
+        policy_model, where = (model, "algorithm.model") if policies is None else algo_config.policy_model(experiment, model, behaviors)
         try:
-            filters, line = algo_config.conv_filters(scene.spaces[behavior][0], model)
+            filters, line = algo_config.conv_filters(scene.spaces[behaviors[0]][0], policy_model, where)
         except algo_config.AlgorithmSetupError as error:
             raise InvalidSpecError(str(error)) from None
         if line:

@@ -91,11 +91,19 @@ def test_run_local_trains_the_camera_scene_with_a_cnn(tmp_path: Path, sessions: 
     assert record["exit_code"] == 0 and not run_processes(sessions=[record["launcher_pid"]])
 
 
-def test_run_local_conv_filters_that_do_not_fit_the_image_exit_3(tmp_path: Path, sessions: list[int]) -> None:
-    result, run_dir, output = run(tmp_path, sessions, *QUICK_TRAINING, "algorithm.model.conv_filters=[[16, [3, 3], 1, valid]]")
+@pytest.mark.parametrize(
+    ("override", "where"),
+    [
+        ("algorithm.model.conv_filters=[[16, [3, 3], 1, valid]]", "algorithm.model"),
+        ("behaviors={VisualBasic: {model: {conv_filters: [[16, [3, 3], 1, valid]]}}}", "behaviors.VisualBasic.model"),
+    ],
+    ids=["single", "per-behaviour"],
+)
+def test_run_local_conv_filters_that_do_not_fit_the_image_exit_3(tmp_path: Path, sessions: list[int], override: str, where: str) -> None:
+    result, run_dir, output = run(tmp_path, sessions, *QUICK_TRAINING, override)
     assert result.exit_code == EXIT_INVALID, output[-4000:]
     failure = (run_dir / "output" / "failure").read_text().strip()
-    assert failure.startswith("algorithm.model.conv_filters[0] [16, [3, 3], 1, 'valid']: does not fit the 1x21x3 image observation")
+    assert failure.startswith(f"{where}.conv_filters[0] [16, [3, 3], 1, 'valid']: does not fit the 1x21x3 image observation")
     assert "Traceback" not in (run_dir / "launcher.log").read_text()
 
 
