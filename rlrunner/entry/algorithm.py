@@ -104,6 +104,73 @@ def model_config(experiment: Experiment) -> dict[str, Any]:
     return data
 
 
+SMALL_IMAGE_FILTERS = (16, 32)
+"""Output channels of the two CNN layers rlrunner chooses for an image RLlib has no default filters for."""
+
+
+def conv_filters(observation_space: Any, model: Mapping[str, Any], where: str = "algorithm.model") -> tuple[list[Any] | None, str | None]:
+    """The CNN filters of RLlib's default model for an image observation (rank 3, height x width x channels).
+
+    The user's `conv_filters` are checked against the image (a layer that leaves no pixel is a user
+    error); without them RLlib's default for the shape is kept when it has one, else two 3x3 layers
+    (kernels cut to the image, the second of stride 2 along axes of 4 pixels or more) fit a small image.
+    Returns the filters to set (None: keep the config) and the line that says the choice (None: no image);
+    `where` is the spec path of `model` (a behaviour's own `model:` on the multi-agent path).
+    """
+    shape = tuple(getattr(observation_space, "shape", None) or ())
+    if len(shape) != 3:
+        return None, None
+    size = f"{shape[0]}x{shape[1]}x{shape[2]}"
+    user = model.get("conv_filters")
+    if user:
+        _check_conv_filters(shape, user, where)
+        return None, f"CNN encoder: {where}.conv_filters {user} on the {size} images"
+    from ray.rllib.models.utils import get_filter_config
+
+    try:
+        default = get_filter_config(list(shape))  # type: ignore[no-untyped-call]
+        return None, f"CNN encoder: RLlib's default conv_filters {default} for the {size} images"
+    except ValueError:  # RLlib has defaults for 10x10, 42x42, 64x64, 84x84 and 96x96 only
+        pass
+    kernel = [min(3, shape[0]), min(3, shape[1])]
+    stride = [2 if shape[0] >= 4 else 1, 2 if shape[1] >= 4 else 1]
+    filters: list[Any] = [[SMALL_IMAGE_FILTERS[0], kernel, 1], [SMALL_IMAGE_FILTERS[1], kernel, stride]]
+    return filters, (
+        f"CNN encoder: conv_filters {filters} chosen for the small {size} images "
+        "(RLlib has no default for them; algorithm.model.conv_filters sets others)"
+    )
+
+
+def _check_conv_filters(shape: tuple[int, ...], filters: Any, model: str) -> None:
+    # RLlib's own arithmetic (CNNEncoderConfig.output_dims): "same" padding keeps ceil(size / stride)
+    # pixels, "valid" floor((size - kernel) / stride) + 1; a layer left with no pixel fails to build.
+    height, width = int(shape[0]), int(shape[1])
+    for index, layer in enumerate(filters):
+        where = f"{model}.conv_filters[{index}] {layer}"
+        if not isinstance(layer, list | tuple) or len(layer) not in (3, 4):
+            raise AlgorithmSetupError(f"{where}: expected [channels, kernel, stride] or [channels, kernel, stride, padding]")
+        kernel, stride = ([v, v] if isinstance(v, int) else list(v) for v in layer[1:3])
+        padding = layer[3] if len(layer) == 4 else "same"
+        if padding == "same":
+            height, width = -(-height // stride[0]), -(-width // stride[1])
+        else:
+            height, width = (height - kernel[0]) // stride[0] + 1, (width - kernel[1]) // stride[1] + 1
+        if height < 1 or width < 1:
+            raise AlgorithmSetupError(
+                f"{where}: does not fit the {shape[0]}x{shape[1]}x{shape[2]} image observation (no pixel left after "
+                f"this layer); use smaller kernels or strides, 'same' padding, or leave conv_filters unset to let rlrunner choose"
+            )
+
+
+def policy_model(experiment: Experiment, base_model: Mapping[str, Any], behaviors: list[str]) -> tuple[dict[str, Any], str]:
+    """A policy's model config: `base_model` under the first of its behaviours' own `model:`; and that spec path."""
+    named = [name.split("?", 1)[0] for name in behaviors if name.split("?", 1)[0] in experiment.behaviors]
+    if not named:
+        return dict(base_model), "algorithm.model"
+    own = dict(experiment.behaviors[named[0]].model)
+    return {**base_model, **own}, f"behaviors.{named[0]}.model" if own else "algorithm.model"
+
+
 def behavior_policies(behaviors: list[str], experiment: Experiment) -> dict[str, str]:
     """Fully qualified behaviour name -> policy id: `behaviors.<name>.policy`, else the name without `?team=N`.
 
@@ -173,7 +240,10 @@ def configure_multi_agent(
     overrides = {}
     for policy, (observation_space, action_space) in by_policy.items():
         settings = [experiment.behaviors[n.split("?", 1)[0]] for n in served[policy] if n.split("?", 1)[0] in experiment.behaviors]
-        model = {**base_model, **(dict(settings[0].model) if settings else {})}
+        model, where = policy_model(experiment, base_model, served[policy])
+        filters = None if module_class else conv_filters(observation_space, model, where)[0]
+        if filters is not None:
+            model["conv_filters"] = filters
         specs[policy] = RLModuleSpec(
             module_class=module_class,
             observation_space=observation_space,
@@ -273,6 +343,8 @@ __all__ = [
     "ACTION_SPACES",
     "PolicyMapping",
     "behavior_policies",
+    "conv_filters",
+    "policy_model",
     "configure_multi_agent",
     "policy_spaces",
     "ENV_NAME",

@@ -593,11 +593,32 @@ def _complete_config(config: Any, scene: Scene, policies: Mapping[str, list[str]
     if policies is None:
         observation_space, action_space = next(iter(scene.spaces.values()))
         config.environment(observation_space=observation_space, action_space=action_space)
+    _choose_conv_filters(config, scene, policies, experiment)
     try:
         config.validate()
     except Exception as error:
         raise InvalidSpecError(f"algorithm.hyperparameters: RLlib rejected the configuration: {_one_line(error)}") from None
     _check_rl_module(config, scene, policies, experiment)
+
+
+def _choose_conv_filters(config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment) -> None:
+    """Image observations with RLlib's default model: CNN filters that fit them, the choice printed per policy."""
+    from rlrunner.entry import algorithm as algo_config
+
+    if experiment.algorithm.model.module:
+        return
+    model = algo_config.model_config(experiment)
+    served = {"default_policy": list(scene.spaces)[:1]} if policies is None else dict(policies)
+    for policy, behaviors in served.items():
+        policy_model, where = (model, "algorithm.model") if policies is None else algo_config.policy_model(experiment, model, behaviors)
+        try:
+            filters, line = algo_config.conv_filters(scene.spaces[behaviors[0]][0], policy_model, where)
+        except algo_config.AlgorithmSetupError as error:
+            raise InvalidSpecError(str(error)) from None
+        if line:
+            log(line if policies is None else f"{policy}: {line}")
+        if filters is not None and policies is None:  # (configure_multi_agent set them per policy)
+            config.rl_module(model_config={**model, "conv_filters": filters})
 
 
 def describe_layout(experiment: Experiment, runners: int, envs_per_runner: int, num_cpus: int) -> str:

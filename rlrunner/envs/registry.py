@@ -15,6 +15,7 @@ _BASIC_DIR = Path(__file__).resolve().parent / "basic"
 BUNDLED_ENVIRONMENTS: dict[str, Path] = {
     "Basic": _BASIC_DIR / "Basic.x86_64",
     "Duo": _BASIC_DIR.parent / "duo" / "Duo.x86_64",  # two behaviours, agents deciding every 1st and 2nd step
+    "VisualBasic": _BASIC_DIR.parent / "visual_basic" / "VisualBasic.x86_64",  # Basic seen through a 1x21 RGB camera
 }
 """Names resolved locally, mapped to the bundled player executable."""
 

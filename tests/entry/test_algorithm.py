@@ -233,3 +233,28 @@ def test_algorithms_build_train_and_export(tmp_path: Path) -> None:
 def test_case_helper_keeps_schema_valid() -> None:
     data = copy.deepcopy(case("x", "DQN", {"train_batch_size_per_learner": 32})["spec"])
     assert Experiment.model_validate(data).algorithm.name == "DQN"
+
+
+def test_conv_filters_for_small_images_are_chosen_and_printed() -> None:
+    filters, line = algorithm.conv_filters(gym.spaces.Box(0, 1, (1, 21, 3)), {})
+    assert filters == [[16, [1, 3], 1], [32, [1, 3], [1, 2]]]
+    assert line is not None and line.startswith("CNN encoder: conv_filters [[16, [1, 3], 1], [32, [1, 3], [1, 2]]] chosen for the small 1x21x3")
+    assert algorithm.conv_filters(gym.spaces.Box(0, 1, (8, 20, 1)), {})[0] == [[16, [3, 3], 1], [32, [3, 3], [2, 2]]]
+
+
+def test_conv_filters_keep_rllib_defaults_and_the_users_and_ignore_vectors() -> None:
+    filters, line = algorithm.conv_filters(gym.spaces.Box(0, 1, (84, 84, 3)), {})
+    assert filters is None and line is not None and "RLlib's default conv_filters" in line
+    user = [[8, [1, 5], 1, "valid"]]
+    filters, line = algorithm.conv_filters(gym.spaces.Box(0, 1, (1, 21, 3)), {"conv_filters": user})
+    assert filters is None and line == f"CNN encoder: algorithm.model.conv_filters {user} on the 1x21x3 images"
+    assert algorithm.conv_filters(gym.spaces.Box(0, 1, (20,)), {}) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("filters", "layer"),
+    [([[16, [3, 3], 1, "valid"]], 0), ([[16, [1, 3], 2, "valid"], [32, [1, 11], 1, "valid"]], 1), ([[16, 3]], 0)],
+)
+def test_conv_filters_that_do_not_fit_the_image_are_located(filters: list[Any], layer: int) -> None:
+    with pytest.raises(algorithm.AlgorithmSetupError, match=rf"^algorithm\.model\.conv_filters\[{layer}\] "):
+        algorithm.conv_filters(gym.spaces.Box(0, 1, (1, 21, 3)), {"conv_filters": filters})

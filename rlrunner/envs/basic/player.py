@@ -124,10 +124,10 @@ class Game:
             done = True
         max_step_reached = not done and 0 < rules.max_steps <= self.steps[area]
         if not (done or max_step_reached):
-            return [wire.agent_info(self._observations[position], reward, False, False, self.ids[area])]
+            return [wire.agent_info(self.observation(position), reward, False, False, self.ids[area])]
         # The terminal info and the next episode's first decision travel in the same message,
         # as with a DecisionRequester in Unity (reference §2.8 step 5).
-        terminal = wire.agent_info(self._observations[position], reward, True, max_step_reached, self.ids[area])
+        terminal = wire.agent_info(self.observation(position), reward, True, max_step_reached, self.ids[area])
         return [terminal, self._new_episode(area)]
 
     def _new_episode(self, area: int) -> bytes:
@@ -138,7 +138,11 @@ class Game:
         self.ids[area] = self._next_id
         self.positions[area] = self.rules.start_position
         self.steps[area] = 0
-        return wire.agent_info(self._observations[self.rules.start_position], 0.0, False, False, self._next_id)
+        return wire.agent_info(self.observation(self.rules.start_position), 0.0, False, False, self._next_id)
+
+    def observation(self, position: int) -> bytes:
+        """The pre-encoded observation field (13) of an agent at ``position``."""
+        return self._observations[position]
 
     def set_parameter(self, key: str, value: float) -> None:
         """Apply one environment parameter; unknown keys are logged and ignored."""
@@ -222,6 +226,9 @@ def _log_engine_configuration(payload: bytes) -> None:
 class Player:
     """The gRPC client loop: handshake, then one Exchange per Academy step."""
 
+    behavior_name = BEHAVIOR_NAME
+    game_class = Game
+
     def __init__(self, port: int, connect_timeout_s: float, physics_ms: float = 0.0) -> None:
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         # Raw bytes in and out: serialisation is done by ``wire``.
@@ -257,7 +264,7 @@ class Player:
         )
         num_areas = max(reply.num_areas, 1)
         log.info("connected: seed=%d num_areas=%d communication=%s", reply.seed, num_areas, reply.communication_version)
-        self._game = Game(num_areas, reply.seed)
+        self._game = self.game_class(num_areas, reply.seed)
         self._game.rules.physics_ms = self._physics_ms
         result: bytes = self._exchange(wire.HEADER_OK)
         return result
@@ -270,15 +277,15 @@ class Player:
         if request.command == wire.COMMAND_RESET:
             infos = game.reset()
         else:
-            infos = game.step(request.actions.get(BEHAVIOR_NAME, ()))
+            infos = game.step(request.actions.get(self.behavior_name, ()))
         if game.rules.physics_ms > 0:
             time.sleep(game.rules.physics_ms / 1000.0)
         init = b""
         if not self._sent_brain:
             # C# sends BrainParameters once, in the first message that carries an AgentInfo.
-            init = wire.len_field(5, wire.brain_parameters(BEHAVIOR_NAME, [3]))
+            init = wire.len_field(5, wire.brain_parameters(self.behavior_name, [3]))
             self._sent_brain = True
-        return wire.message(wire.rl_output(BEHAVIOR_NAME, infos), init)
+        return wire.message(wire.rl_output(self.behavior_name, infos), init)
 
 
 def watch_parent(parent_pid: int, period_s: float = 0.5) -> None:
