@@ -146,7 +146,7 @@ class LoopbackCommunicator(RpcCommunicator):  # type: ignore[misc]
         farewell.header.status = 400
         self.unity_to_external.to_unity.put(farewell.SerializeToString())
         self.unity_to_external.to_unity.put(None)
-        self.server.stop(grace=0.5)
+        self.server.stop(grace=0.5).wait(2.0)  # the port is free when close() returns
 
 
 __all__ = ["EXCHANGE_SERVICE", "PROCESS_POLL_S", "LoopbackCommunicator"]

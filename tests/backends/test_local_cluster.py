@@ -145,7 +145,7 @@ def test_two_hosts_train_basic_on_one_ray_cluster(tmp_path: Path, sessions: list
     assert cluster["head"] == "algo-1" and cluster["address"].startswith("127.0.0.2:") and cluster["num_cpus"] == 4
     assert sorted(cluster["env_runners"]) == ["1", "2", "3"]  # auto: 4 CPUs - 1
     assert set(cluster["env_runners"].values()) == {"algo-1", "algo-2"}
-    assert "rlrunner: building PPO: 3 remote env runner(s), 1 player each (env_runners and envs_per_env_runner: auto on 4 CPU(s))" in output
+    assert "rlrunner: building PPO: 3 remote env runner(s), 1 player each (env_runners: auto on 4 CPU(s))" in output, output[-4000:]
 
     # each host its own /opt/ml tree and current_host; the worker host left when the head was done
     worker = run_dir / "hosts" / "algo-2"
