@@ -855,7 +855,7 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     from rlrunner.entry.evaluate import evaluate_policy
 
     episodes = experiment.training.evaluation_episodes
-    log(f"evaluating the exported policy greedily over {episodes} episodes (per behaviour)")
+    log(f"evaluating the exported policy greedily over {episodes} episodes")
     try:
         result = evaluate_policy(
             env.model_dir, episodes=episodes, greedy=True, seed=experiment.training.seed,
