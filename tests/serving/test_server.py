@@ -124,6 +124,14 @@ def test_serve_broken_model_never_reports_healthy(basic_model_dir: Path, tmp_pat
     (broken / "policy.onnx").write_bytes(b"not an onnx model")
     running = start_server(broken)
     try:
+        import time
+
+        deadline = time.monotonic() + 60  # the socket is bound before the model loads: "still loading" first
+        ping = request(running.port, "GET", "/ping")
+        while ping.json()["error"] == "model: still loading" and time.monotonic() < deadline:
+            assert ping.status == 503
+            time.sleep(0.2)
+            ping = request(running.port, "GET", "/ping")
         for _ in range(20):
             ping = request(running.port, "GET", "/ping")
             assert ping.status == 503
@@ -200,7 +208,11 @@ def connect(port: int, head: bytes, body: bytes = b"") -> Any:
     import socket
 
     client = socket.create_connection(("127.0.0.1", port), timeout=10)
-    client.sendall(head + body)
+    try:
+        client.sendall(head + body)
+    except OSError:  # refused or reset by the server: close our end too
+        client.close()
+        raise
     return client
 
 
