@@ -24,6 +24,7 @@ from rlrunner.envs.registry import BUNDLED_ENVIRONMENTS, MLAGENTS_REGISTRY_NAMES
 from rlrunner.hyperparameters import MANAGED, RENAMED
 from rlrunner.schema import (
     ALGORITHM_CLASSES,
+    BUILTIN_MODULES,
     INSTANCE_TYPE_PATTERN,
     NAME_PATTERN,
     ROLE_ARN_PATTERN,
@@ -517,7 +518,7 @@ def check_files(spec: ExperimentSpec, document: Document) -> list[Problem]:
             )
         elif problem := folder_problem(folder, document.base_dir, "folder", MAX_SOURCE_DIR_BYTES):
             problems.append(Problem(document.location_of(("source_dir",)), "source_dir", problem))
-        elif spec.algorithm.model.module:
+        elif spec.algorithm.model.module and spec.algorithm.model.module not in BUILTIN_MODULES:
             filename = spec.algorithm.model.module.split(":")[0].replace(".", "/") + ".py"
             if not (folder / filename).is_file():
                 path = ("algorithm", "model", "module")

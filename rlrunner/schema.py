@@ -32,6 +32,8 @@ INSTANCE_TYPE_PATTERN = r"^(local|ml\.[a-z0-9-]+\.[a-z0-9]+)$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 TAG_PATTERN = r"^[\w\s.:/=+\-@]*$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+BUILTIN_MODULES: dict[str, str] = {"rlrunner:ImageVectorModule": "rlrunner.entry.models:ImageVectorModule"}
+"""RLModules rlrunner ships, as a spec names them in `algorithm.model.module` (no source_dir) -> where they live."""
 MAX_BASE_JOB_NAME = 39
 MAX_SWEEP_POINTS = 1000
 """A sweep runs at most this many points (combinations or draws, times seeds)."""
@@ -268,7 +270,8 @@ class ModelSpecBase(RllibKeys):
     )
 
     module: Annotated[str, Field(pattern=MODULE_PATTERN)] | None = None
-    """Custom RLModule as `file:Class`, a Python file in the experiment's source dir (None: RLlib's default)."""
+    """Custom RLModule as `file:Class`, a Python file in the experiment's source dir, or one rlrunner ships:
+    `rlrunner:ImageVectorModule` (camera and vector observations) (None: RLlib's default, or rlrunner's for such observations)."""
     module_config: dict[str, JsonValue] = {}
     """Keyword arguments given to the custom RLModule as its `model_config`."""
 
@@ -623,7 +626,7 @@ class ExperimentSpec(Frozen):
 
     @model_validator(mode="after")
     def _custom_module_needs_source_dir(self) -> ExperimentSpec:
-        if self.algorithm.model.module is not None and self.source_dir is None:
+        if self.algorithm.model.module not in (None, *BUILTIN_MODULES) and self.source_dir is None:
             raise ValueError("algorithm.model.module: needs source_dir, the folder that holds the module's file")
         _check_behaviors(self.behaviors, self.algorithm.name)
         return self

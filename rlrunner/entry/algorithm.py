@@ -162,6 +162,45 @@ def _check_conv_filters(shape: tuple[int, ...], filters: Any, model: str) -> Non
             )
 
 
+def image_vector_choice(
+    algorithm: str, layout: Any, model: Mapping[str, Any], where: str, *, named: bool
+) -> tuple[dict[str, Any], str]:
+    """rlrunner's `ImageVectorModule` for a behaviour that observes a camera image and a vector: its model config and the line that says so.
+
+    `layout`: the behaviour's `rlrunner.unity.spaces.ImageVectorLayout`; `model`: the user's model keys
+    (`where` is their spec path); `named`: the spec names the module (else it is chosen automatically).
+    """
+    from rlrunner.entry.models import IMAGE_VECTOR_ALGORITHMS, image_vector_config
+
+    shape = tuple(layout.image_shape)
+    size = f"{shape[0]}x{shape[1]}x{shape[2]}"
+    if algorithm not in IMAGE_VECTOR_ALGORITHMS:
+        raise AlgorithmSetupError(
+            f"algorithm.name: the scene observes a {size} camera image and a {layout.vector_size}-value vector together, "
+            f"which rlrunner's ImageVectorModule drives for {', '.join(IMAGE_VECTOR_ALGORITHMS)} only, not {algorithm}"
+        )
+    image = _image_space(shape)
+    _, filters_line = conv_filters(image, model, where)  # checks the user's filters against the image
+    config = image_vector_config(model, shape, layout.vector_size)
+    how = "algorithm.model.module" if named else "chosen for camera and vector observations"
+    if model.get("conv_filters"):
+        cnn = f"{where}.conv_filters {config['conv_filters']}"
+    else:
+        cnn = f"conv_filters {config['conv_filters']}" + (" (RLlib's default for the size)" if "RLlib's default" in str(filters_line) else " (fitted to the small image)")
+    return config, (
+        f"model: rlrunner:ImageVectorModule ({how}): a CNN over the {size} images with {cnn}, "
+        f"an MLP {config['fcnet_hiddens']} over the {layout.vector_size}-value vector, concatenated, "
+        f"then policy and value heads with hidden layers {config['head_fcnet_hiddens']}"
+    )
+
+
+def _image_space(shape: tuple[int, ...]) -> Any:
+    import gymnasium
+    import numpy as np
+
+    return gymnasium.spaces.Box(0.0, 1.0, shape, dtype=np.float32)
+
+
 def policy_model(experiment: Experiment, base_model: Mapping[str, Any], behaviors: list[str]) -> tuple[dict[str, Any], str]:
     """A policy's model config: `base_model` under the first of its behaviours' own `model:`; and that spec path."""
     named = [name.split("?", 1)[0] for name in behaviors if name.split("?", 1)[0] in experiment.behaviors]
@@ -227,8 +266,13 @@ def configure_multi_agent(
     experiment: Experiment,
     spaces: Mapping[str, tuple[Any, Any]],
     module_class: type | None = None,
+    layouts: Mapping[str, Any] | None = None,
 ) -> dict[str, list[str]]:
-    """One RLModule per policy, the mapping from agents to policies and per-policy overrides; returns policy -> behaviours."""
+    """One RLModule per policy, the mapping from agents to policies and per-policy overrides; returns policy -> behaviours.
+
+    `layouts`: behaviour -> its camera-and-vector layout; such a policy gets rlrunner's ImageVectorModule
+    (unless the spec names a module of its own).
+    """
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
@@ -244,8 +288,16 @@ def configure_multi_agent(
         filters = None if module_class else conv_filters(observation_space, model, where)[0]
         if filters is not None:
             model["conv_filters"] = filters
+        policy_class = module_class
+        layout = (layouts or {}).get(served[policy][0])
+        if layout is not None and uses_image_vector_module(experiment, module_class):
+            from rlrunner.entry.models import ImageVectorModule
+
+            named = experiment.algorithm.model.module is not None
+            model, _ = image_vector_choice(experiment.algorithm.name, layout, model, where, named=named)
+            policy_class = ImageVectorModule
         specs[policy] = RLModuleSpec(
-            module_class=module_class,
+            module_class=policy_class,
             observation_space=observation_space,
             action_space=action_space,
             model_config=model or None,
@@ -258,6 +310,13 @@ def configure_multi_agent(
         algorithm_config_overrides_per_module=overrides,
     )
     return served
+
+
+def uses_image_vector_module(experiment: Experiment, module_class: type | None) -> bool:
+    """Whether a camera-and-vector behaviour gets rlrunner's ImageVectorModule: no module named, or that one."""
+    from rlrunner.schema import BUILTIN_MODULES
+
+    return module_class is None or experiment.algorithm.model.module in BUILTIN_MODULES
 
 
 def build_algorithm_config(
@@ -346,6 +405,8 @@ __all__ = [
     "conv_filters",
     "policy_model",
     "configure_multi_agent",
+    "image_vector_choice",
+    "uses_image_vector_module",
     "policy_spaces",
     "ENV_NAME",
     "AlgorithmSetupError",

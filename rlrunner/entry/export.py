@@ -154,6 +154,7 @@ def export_policy(
         "module_class": f"{type(module).__module__}.{type(module).__qualname__}",
         "observation_space": space_description(observation_space),
         "action_space": space_description(action_space),
+        **({"observation_layout": module.observation_layout()} if hasattr(module, "observation_layout") else {}),
         "inputs": [INPUT_NAME],
         "outputs": list(OUTPUT_NAMES),
         "onnx": {

@@ -5,7 +5,8 @@ one float input per observation of the behaviour (`obs_0`, `obs_1`, ... in the o
 observation specs; visual ones channels first, values in [0, 1]) and, for discrete actions,
 `action_masks` (1 = allowed, one column per action of every branch). Inside, it rebuilds the
 observation the gymnasium adapter gave RLlib (`rlrunner.unity.spaces.Converter`: the first visual
-observation, or the vector observations concatenated; `uint8_visual` as 0..255), runs the module's
+observation, the vector observations concatenated, or for one camera beside vector sensors the image
+flattened then the vector; `uint8_visual` as 0..255), runs the module's
 greedy inference, and answers as ML-Agents' `SimpleActor.forward` does: `version_number`,
 `memory_size`, then the action outputs with their shape constants.
 
@@ -50,6 +51,7 @@ class UnityPolicy(nn.Module):
         shapes = behavior.observation_shapes
         self.visual = [i for i, shape in enumerate(shapes) if len(shape) == 3]
         self.vector = [i for i, shape in enumerate(shapes) if len(shape) != 3]
+        self.image_and_vector = _image_and_vector(behavior)
         self.greedy = GreedyPolicy(module, module.action_space, post)
         # ML-Agents keeps its constants as parameters of the actor; exported, they are the outputs Unity reads.
         self.version_number = nn.Parameter(torch.tensor([float(names.MODEL_EXPORT_VERSION)]), requires_grad=False)
@@ -92,8 +94,11 @@ class UnityPolicy(nn.Module):
             image = inputs[self.visual[0]].permute(0, 2, 3, 1)  # NCHW as Unity feeds it -> the adapter's HWC
             if self.uint8_visual:
                 image = torch.clamp(torch.floor(image * 255.0), 0.0, 255.0)  # the adapter's astype(uint8)
-            return image
+            if not self.image_and_vector:
+                return image
         parts = [inputs[i].reshape(inputs[i].shape[0], -1) for i in self.vector]
+        if self.image_and_vector:  # the adapter's flat observation: the image (HWC, C order), then the vector
+            parts.insert(0, image.reshape(image.shape[0], -1))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -129,9 +134,17 @@ def _mask(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return logits * allowed - MASKED_LOGIT * (-1.0 * allowed + 1.0)
 
 
+def _image_and_vector(behavior: UnityBehavior) -> bool:
+    # the adapter's ImageVectorLayout: one camera beside vector observations (without allow_multiple_obs)
+    visual = [shape for shape in behavior.observation_shapes if len(shape) == 3]
+    return len(visual) == 1 and len(visual) < len(behavior.observation_shapes)
+
+
 def _gym_observation_shape(behavior: UnityBehavior) -> tuple[int, ...]:
     shapes = behavior.observation_shapes
     visual = [shape for shape in shapes if len(shape) == 3]
+    if _image_and_vector(behavior):
+        return (int(sum(int(np.prod(shape)) for shape in shapes)),)
     if visual:
         return tuple(visual[0])
     return (int(sum(int(np.prod(shape)) for shape in shapes)),)

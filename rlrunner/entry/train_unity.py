@@ -227,6 +227,15 @@ def load_custom_module(env: ContainerEnv, experiment: Experiment) -> type | None
     reference = experiment.algorithm.model.module
     if reference is None:
         return None
+    from rlrunner.schema import BUILTIN_MODULES
+
+    if reference in BUILTIN_MODULES:  # one rlrunner ships (rlrunner/entry/models.py)
+        import importlib
+
+        module_name, class_name = BUILTIN_MODULES[reference].split(":")
+        builtin: type = getattr(importlib.import_module(module_name), class_name)
+        _check_module_api(builtin, experiment.algorithm.name, reference)
+        return builtin
     from rlrunner.entry.custom_module import CustomModuleError, load_module_class
 
     source_dir = source_dir_of(env, experiment)
@@ -523,11 +532,11 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         env_config = {**env_config, MULTI_AGENT: True}
         config = _configure(env, experiment, env_config, num_cpus, module_class, cluster, multi_agent=True)
         try:
-            policies = algo_config.configure_multi_agent(config, experiment, scene.spaces, module_class)
+            policies = algo_config.configure_multi_agent(config, experiment, scene.spaces, module_class, scene.layouts)
         except algo_config.AlgorithmSetupError as error:
             raise InvalidSpecError(str(error)) from None
     log(describe_path(scene, policies))
-    _complete_config(config, scene, policies, experiment)
+    _complete_config(config, scene, policies, experiment, module_class)
     if cluster is not None:
         cluster.connect()
     limit_torch_threads(os.environ)
@@ -588,12 +597,14 @@ def _configure(
     return config
 
 
-def _complete_config(config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment) -> None:
+def _complete_config(
+    config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment, module_class: type | None = None
+) -> None:
     """Add the probed spaces, validate, and build the RLModule(s) once here (located errors, not a remote failure)."""
     if policies is None:
         observation_space, action_space = next(iter(scene.spaces.values()))
         config.environment(observation_space=observation_space, action_space=action_space)
-    _choose_conv_filters(config, scene, policies, experiment)
+    _choose_models(config, scene, policies, experiment, module_class)
     try:
         config.validate()
     except Exception as error:
@@ -601,16 +612,44 @@ def _complete_config(config: Any, scene: Scene, policies: Mapping[str, list[str]
     _check_rl_module(config, scene, policies, experiment)
 
 
-def _choose_conv_filters(config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment) -> None:
-    """Image observations with RLlib's default model: CNN filters that fit them, the choice printed per policy."""
+def _choose_models(
+    config: Any, scene: Scene, policies: Mapping[str, list[str]] | None, experiment: Experiment, module_class: type | None
+) -> None:
+    """Each policy's model, the choice printed: rlrunner's ImageVectorModule for camera-and-vector observations;
+    for image observations with RLlib's default model, CNN filters that fit them."""
     from rlrunner.entry import algorithm as algo_config
 
-    if experiment.algorithm.model.module:
-        return
-    model = algo_config.model_config(experiment)
+    reference = experiment.algorithm.model.module
+    image_vector = algo_config.uses_image_vector_module(experiment, module_class)
+    model = dict(experiment.algorithm.model.module_config) if reference else algo_config.model_config(experiment)
     served = {"default_policy": list(scene.spaces)[:1]} if policies is None else dict(policies)
     for policy, behaviors in served.items():
         policy_model, where = (model, "algorithm.model") if policies is None else algo_config.policy_model(experiment, model, behaviors)
+        if reference:
+            where = "algorithm.model.module_config" if where == "algorithm.model" else where
+        layout = scene.layouts.get(behaviors[0])
+        if layout is None and image_vector and reference:
+            raise InvalidSpecError(
+                f"algorithm.model.module {reference!r}: behaviour {behaviors[0]} does not observe one camera image and a "
+                f"vector together (its observation space is {scene.spaces[behaviors[0]][0]})"
+            )
+        if layout is not None and image_vector:
+            try:
+                module_config, line = algo_config.image_vector_choice(
+                    experiment.algorithm.name, layout, policy_model, where, named=reference is not None
+                )
+            except algo_config.AlgorithmSetupError as error:
+                raise InvalidSpecError(str(error)) from None
+            log(line if policies is None else f"{policy}: {line}")
+            if policies is None:  # (configure_multi_agent set it per policy)
+                from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+                from rlrunner.entry.models import ImageVectorModule
+
+                config.rl_module(rl_module_spec=RLModuleSpec(module_class=ImageVectorModule, model_config=module_config))
+            continue
+        if reference:
+            continue
         try:
             filters, line = algo_config.conv_filters(scene.spaces[behaviors[0]][0], policy_model, where)
         except algo_config.AlgorithmSetupError as error:

@@ -8,7 +8,7 @@ Everything Unity-side lives in ``rlrunner.unity``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 from rlrunner.unity.launch import LaunchOptions, launch_unity
 from rlrunner.unity.players import PlayersVectorEnv, open_players
-from rlrunner.unity.spaces import Converter
+from rlrunner.unity.spaces import Converter, ImageVectorLayout
 
 MULTI_AGENT = "multi_agent"
 """The env_config key that selects ``UnityMultiAgentEnv`` (set by the launcher when the fast path does not apply)."""
@@ -134,6 +134,8 @@ class Scene:
     """Fully qualified behaviour name -> agents in its first DecisionSteps."""
     behaviors: list[UnityBehavior]
     """Every behaviour's observation and action specs, as an ML-Agents model export needs them."""
+    layouts: dict[str, ImageVectorLayout] = field(default_factory=dict)
+    """Fully qualified behaviour name -> where its camera image and vector lie in its flat observation (such behaviours only)."""
 
     @property
     def fast_path(self) -> bool:
@@ -155,12 +157,15 @@ def probe_scene(env_config: Mapping[str, Any]) -> Scene:
             raise UnityEnvError("unity_env: the environment reported no behaviours")
         spaces: dict[str, tuple[Any, Any]] = {}
         agents: dict[str, int] = {}
+        layouts: dict[str, ImageVectorLayout] = {}
         for name in sorted(specs):
             conv = Converter(specs[name], environment.uint8_visual, environment.flatten_branched, environment.allow_multiple_obs)
             spaces[name] = (conv.observation_space, conv.action_space)
+            if conv.layout is not None:
+                layouts[name] = conv.layout
             decision, _ = base.get_steps(name)
             agents[name] = len(decision)
-        return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(specs))
+        return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(specs), layouts=layouts)
     finally:
         base.close()
 

@@ -39,9 +39,32 @@ class ActionFlattener:
         return allowed
 
 
+@dataclass(frozen=True)
+class ImageVectorLayout:
+    """Where a camera image and the vector lie in the flat observation of a behaviour that has both.
+
+    The observation is one float32 Box: the image (height x width x channels, C order, as the
+    adapter gives a visual observation: [0, 1], or 0..255 with ``uint8_visual``) then the vector
+    observations concatenated in their order.
+    """
+
+    image_shape: tuple[int, int, int]
+    vector_size: int
+
+    @property
+    def image_size(self) -> int:
+        """Values of the image at the front of the observation."""
+        return int(np.prod(self.image_shape))
+
+
 @dataclass
 class Converter:
-    """Observation/action spaces of one behaviour and the conversions to and from mlagents arrays."""
+    """Observation/action spaces of one behaviour and the conversions to and from mlagents arrays.
+
+    One observation: a visual one (height x width x channels) or the vector ones concatenated. A
+    behaviour with one camera and vector observations gets a flat Box of both (``layout``); with
+    ``allow_multiple_obs`` every observation comes separately in a Tuple.
+    """
 
     spec: BehaviorSpec
     uint8_visual: bool
@@ -57,6 +80,10 @@ class Converter:
         if not self.visual and not self.vector:
             raise UnityEnvError("unity_env: the behaviour has no observations")
         self.vector_size = int(sum(np.prod(self.spec.observation_specs[i].shape) for i in self.vector))
+        self.layout: ImageVectorLayout | None = None
+        if not self.allow_multiple_obs and len(self.visual) == 1 and self.vector:
+            height, width, channels = (int(v) for v in self.spec.observation_specs[self.visual[0]].shape)
+            self.layout = ImageVectorLayout((height, width, channels), self.vector_size)
         self.flattener = (
             ActionFlattener(action_spec.discrete_branches)
             if self.flatten_branched and action_spec.discrete_size > 1
@@ -80,6 +107,11 @@ class Converter:
             if self.vector:
                 parts.append(self._vector_space())
             return spaces.Tuple(parts)
+        if self.layout is not None:
+            image = self._visual_space(self.visual[0])
+            low = np.concatenate([image.low.reshape(-1), np.full(self.vector_size, -np.inf)]).astype(np.float32)
+            high = np.concatenate([image.high.reshape(-1), np.full(self.vector_size, np.inf)]).astype(np.float32)
+            return spaces.Box(low, high, dtype=np.float32)
         if self.visual:
             return self._visual_space(self.visual[0])
         return self._vector_space()
@@ -107,6 +139,9 @@ class Converter:
             if self.vector:
                 parts.append(self._vector(obs, rows))
             return tuple(parts)
+        if self.layout is not None:
+            image = self._visual(obs[self.visual[0]][rows])
+            return np.concatenate([image.reshape(len(image), -1).astype(np.float32), self._vector(obs, rows)], axis=1)
         if self.visual:
             return self._visual(obs[self.visual[0]][rows])
         return self._vector(obs, rows)
@@ -159,4 +194,4 @@ class Converter:
         return tuple(np.ones((count, b), dtype=np.int8) for b in branches)
 
 
-__all__ = ["ActionFlattener", "Converter", "Obs"]
+__all__ = ["ActionFlattener", "Converter", "ImageVectorLayout", "Obs"]

@@ -4,7 +4,9 @@ Basic's game and connection loop, with one difference: the observation is a 1x21
 the corridor (red: the agent, green: the small goal, blue: the large goal), one pixel per position.
 As a Unity CameraSensor does by default, the image travels PNG-compressed (``compression_type`` PNG,
 ``compressed_data``); ``--uncompressed`` sends it as float data instead. mlagents_envs decodes it to
-a (1, 21, 3) float array in [0, 1]. Launched as ``VisualBasic.x86_64``.
+a (1, 21, 3) float array in [0, 1]. ``--vector`` adds Basic's 20-float one-hot position as a second
+observation beside the camera (a behaviour with visual and vector observations, in the order Unity
+sorts its sensors: ``CameraSensor`` then ``VectorSensor``). Launched as ``VisualBasic.x86_64``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rlrunner.envs.basic.player import (
     Game,
     Player,
     _configure_logging,
+    _observation_field,
     parse_args,
     watch_parent,
 )
@@ -75,9 +78,10 @@ def camera_observation(image: list[list[list[int]]], compressed: bool = True) ->
 
 
 class VisualGame(Game):
-    """Basic's areas, observed through the camera; images are cached per (position, goals)."""
+    """Basic's areas, observed through the camera (and Basic's vector with ``with_vector``); cached per (position, goals)."""
 
     compressed = True
+    with_vector = False
 
     def __init__(self, num_areas: int, seed: int = 0) -> None:
         super().__init__(num_areas, seed)
@@ -89,12 +93,26 @@ class VisualGame(Game):
         field = self._images.get(key)
         if field is None:
             field = wire.len_field(13, camera_observation(render(*key), self.compressed))
+            if self.with_vector:
+                field += _observation_field(position)  # Basic's one-hot position, a second observation
             self._images[key] = field
         return field
 
 
 class UncompressedVisualGame(VisualGame):
     """The same scene sending float data (a trainer without PNG support, or ``--uncompressed``)."""
+
+    compressed = False
+
+
+class VectorVisualGame(VisualGame):
+    """The camera and Basic's one-hot vector (``--vector``): visual and vector observations together."""
+
+    with_vector = True
+
+
+class UncompressedVectorVisualGame(VectorVisualGame):
+    """``--vector --uncompressed``."""
 
     compressed = False
 
@@ -112,17 +130,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     extra = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     extra.add_argument("--uncompressed", action="store_true")
-    uncompressed = extra.parse_known_args(argv)[0].uncompressed
+    extra.add_argument("--vector", action="store_true")
+    options = extra.parse_known_args(argv)[0]
+    uncompressed = options.uncompressed
     _configure_logging(args.log_file)
     if args.mlagents_port is None:
         return 0
     watch_parent(os.getppid())
     log.info(
-        "VisualBasic player pid=%d (communication %s, %s images) connecting to 127.0.0.1:%d",
-        os.getpid(), COMMUNICATION_VERSION, "float" if uncompressed else "PNG", args.mlagents_port,
+        "VisualBasic player pid=%d (communication %s, %s images%s) connecting to 127.0.0.1:%d",
+        os.getpid(), COMMUNICATION_VERSION, "float" if uncompressed else "PNG", " and a vector" if options.vector else "",
+        args.mlagents_port,
     )
     player = VisualPlayer(args.mlagents_port, args.connect_timeout, args.physics_ms)
-    if uncompressed:
+    if options.vector:
+        player.game_class = UncompressedVectorVisualGame if uncompressed else VectorVisualGame
+    elif uncompressed:
         player.game_class = UncompressedVisualGame
     return player.run()
 
