@@ -46,7 +46,10 @@ LAYOUTS: dict[str, tuple[str, BehaviorSpec, dict[str, Any], dict[str, Any] | Non
     "multi-branch-flattened": ("Walker", BehaviorSpec([vector(6)], ActionSpec.create_discrete((3, 2, 4))), {"flatten_branched": True}, None),
     "visual": ("Camera", BehaviorSpec([visual(12, 10, 3)], ActionSpec.create_discrete((3,))), {}, CNN),
     "visual-uint8": ("Camera", BehaviorSpec([visual(12, 10, 3)], ActionSpec.create_discrete((3,))), {"uint8_visual": True}, CNN),
+    # a camera beside vector sensors: the adapter's flat observation and rlrunner's ImageVectorModule
     "vector-visual": ("Mixed", BehaviorSpec([vector(5), visual(12, 10, 1)], ActionSpec.create_discrete((2, 2))), {}, CNN),
+    "visual-vector-uint8": ("Mixed", BehaviorSpec([visual(1, 21, 3), vector(20)], ActionSpec.create_discrete((3,))), {"uint8_visual": True}, {}),
+    "visual-vectors-continuous": ("Mixed", BehaviorSpec([vector(2), visual(12, 10, 3), vector(3)], ActionSpec.create_continuous(2)), {}, CNN),
 }
 
 
@@ -61,8 +64,14 @@ def build_module(conv: Any, model_config: dict[str, Any] | None, seed: int) -> A
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     torch.manual_seed(seed)
+    module_class: type = DefaultPPOTorchRLModule
+    if conv.layout is not None:  # what the launcher chooses for a camera beside vector sensors
+        from rlrunner.entry.models import ImageVectorModule, image_vector_config
+
+        module_class = ImageVectorModule
+        model_config = image_vector_config(model_config or {}, conv.layout.image_shape, conv.layout.vector_size)
     spec = RLModuleSpec(
-        module_class=DefaultPPOTorchRLModule, observation_space=conv.observation_space, action_space=conv.action_space,
+        module_class=module_class, observation_space=conv.observation_space, action_space=conv.action_space,
         model_config=model_config or {"fcnet_hiddens": [32, 32]},
     )  # fmt: skip
     module = spec.build().eval()

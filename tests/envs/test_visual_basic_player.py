@@ -61,3 +61,23 @@ def test_visual_basic_through_the_real_client(player_args: tuple[str, ...]) -> N
         assert np.argwhere(decision.obs[0][0, 0, :, 0]).ravel().tolist() == [10]  # a new episode
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("player_args", [("--vector",), ("--vector", "--uncompressed")], ids=["png", "float"])
+def test_visual_basic_vector_option_adds_basics_one_hot_beside_the_camera(player_args: tuple[str, ...]) -> None:
+    env = launch_unity(resolve_environment("VisualBasic"), dataclasses.replace(OPTIONS, player_args=player_args))
+    try:
+        env.reset()
+        spec = env.behavior_specs[BEHAVIOR_NAME]
+        assert [o.shape for o in spec.observation_specs] == [(1, 21, 3), (20,)]  # CameraSensor, then VectorSensor
+        decision, _ = env.get_steps(BEHAVIOR_NAME)
+        image, one_hot = decision.obs
+        assert image.shape == (2, 1, 21, 3) and one_hot.shape == (2, 20)
+        assert np.argwhere(image[0, 0, :, 0]).ravel().tolist() == [10] and np.argwhere(one_hot[0]).ravel().tolist() == [10]
+        env.set_actions(BEHAVIOR_NAME, ActionTuple(discrete=np.array([[1], [2]], np.int32)))  # left, right
+        env.step()
+        decision, _ = env.get_steps(BEHAVIOR_NAME)
+        assert [np.argwhere(row).ravel().tolist() for row in decision.obs[1]] == [[9], [11]]
+        assert [np.argwhere(img[0, :, 0]).ravel().tolist() for img in decision.obs[0]] == [[9], [11]]
+    finally:
+        env.close()
