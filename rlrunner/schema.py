@@ -270,8 +270,8 @@ class ModelSpecBase(RllibKeys):
     )
 
     module: Annotated[str, Field(pattern=MODULE_PATTERN)] | None = None
-    """Custom RLModule as `file:Class`, a Python file in the experiment's source dir, or one rlrunner ships:
-    `rlrunner:ImageVectorModule` (camera and vector observations) (None: RLlib's default, or rlrunner's for such observations)."""
+    """Custom RLModule as `file:Class` (a Python file in the experiment's source dir), or `rlrunner:ImageVectorModule`
+    (shipped). None: RLlib's default model, or ImageVectorModule for a camera image beside vector observations."""
     module_config: dict[str, JsonValue] = {}
     """Keyword arguments given to the custom RLModule as its `model_config`."""
 

@@ -104,10 +104,6 @@ def model_config(experiment: Experiment) -> dict[str, Any]:
     return data
 
 
-SMALL_IMAGE_FILTERS = (16, 32)
-"""Output channels of the two CNN layers rlrunner chooses for an image RLlib has no default filters for."""
-
-
 def conv_filters(observation_space: Any, model: Mapping[str, Any], where: str = "algorithm.model") -> tuple[list[Any] | None, str | None]:
     """The CNN filters of RLlib's default model for an image observation (rank 3, height x width x channels).
 
@@ -132,9 +128,9 @@ def conv_filters(observation_space: Any, model: Mapping[str, Any], where: str = 
         return None, f"CNN encoder: RLlib's default conv_filters {default} for the {size} images"
     except ValueError:  # RLlib has defaults for 10x10, 42x42, 64x64, 84x84 and 96x96 only
         pass
-    kernel = [min(3, shape[0]), min(3, shape[1])]
-    stride = [2 if shape[0] >= 4 else 1, 2 if shape[1] >= 4 else 1]
-    filters: list[Any] = [[SMALL_IMAGE_FILTERS[0], kernel, 1], [SMALL_IMAGE_FILTERS[1], kernel, stride]]
+    from rlrunner.entry.models import small_image_filters
+
+    filters = small_image_filters(shape)
     return filters, (
         f"CNN encoder: conv_filters {filters} chosen for the small {size} images "
         "(RLlib has no default for them; algorithm.model.conv_filters sets others)"

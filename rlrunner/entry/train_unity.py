@@ -635,12 +635,12 @@ def _choose_models(
             )
         if layout is not None and image_vector:
             try:
-                module_config, line = algo_config.image_vector_choice(
+                module_config, choice = algo_config.image_vector_choice(
                     experiment.algorithm.name, layout, policy_model, where, named=reference is not None
                 )
             except algo_config.AlgorithmSetupError as error:
                 raise InvalidSpecError(str(error)) from None
-            log(line if policies is None else f"{policy}: {line}")
+            log(choice if policies is None else f"{policy}: {choice}")
             if policies is None:  # (configure_multi_agent set it per policy)
                 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 

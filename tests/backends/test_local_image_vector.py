@@ -32,7 +32,12 @@ def run(tmp_path: Path, sessions: list[int], *overrides: str) -> tuple[Any, Path
     run_dir = tmp_path / "run"
     stream = io.StringIO()
     result = local.run_local(
-        experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, stream=stream, on_start=lambda p: sessions.append(p.pid)
+        experiment_spec,
+        job,
+        spec_dir=document.base_dir,
+        run_dir=run_dir,
+        stream=stream,
+        on_start=lambda p: sessions.append(p.pid),
     )
     return result, run_dir, stream.getvalue()
 
@@ -87,19 +92,32 @@ def test_run_local_trains_camera_and_vector_with_the_image_vector_module(tmp_pat
     with torch.no_grad():
         logits = module.forward_inference({"obs": torch.from_numpy(flat)})["action_dist_inputs"].numpy()
     expected = logits.argmax(axis=-1)
-    assert logits.std(axis=0).min() > 0.01  # what it sees moves every logit (a trained Basic policy may always go right)
+    assert (
+        logits.std(axis=0).min() > 0.01
+    )  # what it sees moves every logit (a trained Basic policy may always go right)
     session = onnxruntime.InferenceSession(str(model / "policy.onnx"), providers=["CPUExecutionProvider"])
     actions, dist_inputs = session.run(["actions", "action_dist_inputs"], {"obs": flat})
     np.testing.assert_array_equal(actions, expected)
     np.testing.assert_allclose(dist_inputs, logits, rtol=1e-4, atol=1e-4)
     described = json.loads((model / "policy.json").read_text())
     assert described["observation_space"]["shape"] == [83]
-    assert described["observation_layout"] == {"image": {"offset": 0, "shape": [1, 21, 3]}, "vector": {"offset": 63, "size": 20}}
+    assert described["observation_layout"] == {
+        "image": {"offset": 0, "shape": [1, 21, 3]},
+        "vector": {"offset": 63, "size": 20},
+    }
 
     # ML-Agents' model for Unity: the camera (channels first) and the vector as two inputs, the same greedy actions
     unity = onnxruntime.InferenceSession(str(model / "VisualBasic.onnx"), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.shape[1:]) for i in unity.get_inputs()] == [("obs_0", [3, 1, 21]), ("obs_1", [20]), ("action_masks", [3])]
-    feeds = {"obs_0": np.transpose(images, (0, 3, 1, 2)), "obs_1": vectors, "action_masks": np.ones((1000, 3), np.float32)}
+    assert [(i.name, i.shape[1:]) for i in unity.get_inputs()] == [
+        ("obs_0", [3, 1, 21]),
+        ("obs_1", [20]),
+        ("action_masks", [3]),
+    ]
+    feeds = {
+        "obs_0": np.transpose(images, (0, 3, 1, 2)),
+        "obs_1": vectors,
+        "action_masks": np.ones((1000, 3), np.float32),
+    }
     (unity_actions,) = unity.run(["deterministic_discrete_actions"], feeds)
     np.testing.assert_array_equal(unity_actions[:, 0], expected)
 
@@ -108,7 +126,9 @@ def test_run_local_trains_camera_and_vector_with_the_image_vector_module(tmp_pat
     from rlrunner.serving import protocol
 
     policy = OnnxPolicy.from_dir(model)
-    answer = json.loads(protocol.handle(policy, json.dumps({"observations": flat[:4].tolist()}).encode(), "application/json"))
+    answer = json.loads(
+        protocol.handle(policy, json.dumps({"observations": flat[:4].tolist()}).encode(), "application/json")
+    )
     assert answer["actions"] == expected[:4].tolist()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["exit_code"] == 0 and not run_processes(sessions=[record["launcher_pid"]])
@@ -125,7 +145,9 @@ def test_run_local_names_the_module_in_the_spec_on_the_multi_agent_path(tmp_path
     assert result.exit_code == 0, output[-4000:]
     log = (run_dir / "launcher.log").read_text()
     assert "multi-agent path: 1 behaviour(s)" in log
-    assert "VisualBasic: model: rlrunner:ImageVectorModule (algorithm.model.module): a CNN over the 1x21x3 images" in log
+    assert (
+        "VisualBasic: model: rlrunner:ImageVectorModule (algorithm.model.module): a CNN over the 1x21x3 images" in log
+    )
     assert "an MLP [16] over the 20-value vector" in log
 
     from rlrunner.entry.export import load_rl_module
