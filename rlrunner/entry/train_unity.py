@@ -233,8 +233,13 @@ def load_custom_module(env: ContainerEnv, experiment: Experiment) -> type | None
         import importlib
 
         module_name, class_name = BUILTIN_MODULES[reference].split(":")
-        builtin: type = getattr(importlib.import_module(module_name), class_name)
-        _check_module_api(builtin, experiment.algorithm.name, reference)
+        models = importlib.import_module(module_name)
+        if experiment.algorithm.name not in models.IMAGE_VECTOR_ALGORITHMS:
+            raise InvalidSpecError(
+                f"algorithm.model.module {reference!r}: drives {', '.join(models.IMAGE_VECTOR_ALGORITHMS)}, "
+                f"not {experiment.algorithm.name}"
+            )
+        builtin: type = getattr(models, class_name)
         return builtin
     from rlrunner.entry.custom_module import CustomModuleError, load_module_class
 

@@ -166,3 +166,41 @@ def test_the_launcher_choice_line_and_its_refusals() -> None:
         image_vector_choice(
             "PPO", layout, {"conv_filters": [[8, [3, 3], 1, "valid"]]}, "behaviors.VisualBasic.model", named=False
         )
+
+
+def experiment(algorithm: str = "PPO", **model: Any) -> Any:
+    import yaml
+    from shared import EXPERIMENTS
+
+    from rlrunner.runner import render_experiment
+    from rlrunner.schema import Experiment, ExperimentSpec
+
+    data = yaml.safe_load((EXPERIMENTS / "visual_vector_basic_ppo.yaml").read_text())
+    data["algorithm"]["model"] = model
+    if algorithm != "PPO":
+        data["algorithm"] = {"name": algorithm, "hyperparameters": {}, "model": model}
+    spec = ExperimentSpec.model_validate(data)  # the shipped module needs no source_dir
+    return Experiment.model_validate(render_experiment(spec.on_this_machine(), spec_dir=EXPERIMENTS))
+
+
+def test_naming_the_module_for_a_scene_without_camera_and_vector_is_one_clear_error() -> None:
+    from rlrunner.contract.errors import InvalidSpecError
+    from rlrunner.entry import train_unity
+    from rlrunner.entry.unity_env import Scene
+
+    named = experiment(module="rlrunner:ImageVectorModule")
+    assert train_unity.load_custom_module(None, named) is ImageVectorModule  # type: ignore[arg-type]  # (no source dir read)
+    box = gymnasium.spaces.Box(-np.inf, np.inf, (20,), np.float32)
+    scene = Scene(
+        spaces={"Basic?team=0": (box, gymnasium.spaces.Discrete(3))}, agents={"Basic?team=0": 1}, behaviors=[]
+    )
+    with pytest.raises(InvalidSpecError) as error:
+        train_unity._choose_models(None, scene, None, named, ImageVectorModule)
+    assert str(error.value) == (
+        "algorithm.model.module 'rlrunner:ImageVectorModule': behaviour Basic?team=0 does not observe one camera image "
+        "and a vector together (its observation space is Box(-inf, inf, (20,), float32))"
+    )
+    dqn = experiment("DQN", module="rlrunner:ImageVectorModule")
+    with pytest.raises(InvalidSpecError) as refused:
+        train_unity.load_custom_module(None, dqn)  # type: ignore[arg-type]
+    assert str(refused.value) == "algorithm.model.module 'rlrunner:ImageVectorModule': drives PPO, IMPALA, not DQN"

@@ -53,13 +53,18 @@ def test_gym_env_multidiscrete_masks_and_flattening(fakes: F) -> None:
 
 def test_gym_env_visual_uint8_and_multiple_obs(fakes: F) -> None:
     image = np.full((1, 4, 4, 3), 0.5, np.float32)
+    camera = fakes.spec([fakes.visual_spec((4, 4, 3))], ActionSpec(0, (3,)))
+    alone = UnityGymEnv(fakes.ScriptedEnv(camera, [(fakes.decision_steps([image], [1]), fakes.terminal_steps([np.zeros((0, 4, 4, 3))], []))]), uint8_visual=True)
+    assert alone.observation_space == spaces.Box(0, 255, (4, 4, 3), np.uint8)
+    first, _ = alone.reset()
+    assert first.dtype == np.uint8 and int(first[0, 0, 0]) == 127
     obs = [image, np.ones((1, 2), np.float32)]
     script = [(fakes.decision_steps(obs, [1]), fakes.terminal_steps([np.zeros((0, 4, 4, 3)), np.zeros((0, 2))], []))]
     specs = fakes.spec([fakes.visual_spec((4, 4, 3)), fakes.vector_spec(2)], ActionSpec(0, (3,)))
-    single = UnityGymEnv(fakes.ScriptedEnv(specs, script), uint8_visual=True)
-    assert single.observation_space == spaces.Box(0, 255, (4, 4, 3), np.uint8)
-    first, _ = single.reset()
-    assert first.dtype == np.uint8 and int(first[0, 0, 0]) == 127
+    flat = UnityGymEnv(fakes.ScriptedEnv(specs, script), uint8_visual=True)  # a camera beside a vector: one flat Box
+    assert flat.observation_space.shape == (50,) and flat.observation_space.dtype == np.float32
+    both, _ = flat.reset()
+    assert both.dtype == np.float32 and both[:48].tolist() == [127.0] * 48 and both[48:].tolist() == [1.0, 1.0]
     multi = UnityGymEnv(fakes.ScriptedEnv(specs, script), allow_multiple_obs=True)
     assert multi.observation_space == spaces.Tuple(
         [spaces.Box(0.0, 1.0, (4, 4, 3), np.float32), spaces.Box(-np.inf, np.inf, (2,), np.float32)]
