@@ -177,7 +177,7 @@ class EnvironmentSpec(Frozen):
     flatten_branched: bool = False
     """Flatten multi-discrete actions into one discrete action."""
     allow_multiple_obs: bool = False
-    """Return all observations as a tuple instead of only the first visual one (or the vector one)."""
+    """Return all observations as a tuple instead of one: the first visual one, the vector ones, or one camera and the vectors flat."""
     base_port: Annotated[int, Field(ge=1024, le=65000)] = 5005
     """Lowest port tried for the ML-Agents gRPC server."""
 
