@@ -18,7 +18,8 @@ QUICK_TRAINING = (
     "algorithm.model.fcnet_hiddens=[32]",
     "training.evaluation_episodes=3",
     "training.envs_per_env_runner=1",
+    "training.stop.evaluation_return_mean=null",
 )
-"""`--set` overrides that make a Basic run take seconds: small batches, a small net, a short evaluation; one
-player per env runner, so that every iteration samples exactly 250 steps (with K players RLlib's next-step
+"""`--set` overrides that make a Basic run take seconds: small batches, a small net, a short evaluation and
+none after each iteration (the tests choose their stop); one player per env runner, so that every iteration samples exactly 250 steps (with K players RLlib's next-step
 autoreset lets an iteration sample up to K - 1 steps more)."""

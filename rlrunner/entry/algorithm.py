@@ -329,6 +329,15 @@ def build_algorithm_config(
     )
     if training.seed is not None:
         config.debugging(seed=training.seed)
+    if training.stop.evaluation_return_mean is not None:
+        # The greedy policy after every iteration, in the driver (its own player(s)), for that stop criterion.
+        config.evaluation(
+            evaluation_interval=1,
+            evaluation_duration=training.evaluation_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False},
+        )
     if module_class is not None:
         module_options = dict(algorithm["model"].get("module_config", {}))
         config.rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=module_options))

@@ -87,3 +87,24 @@ def test_run_local_behaviour_absent_from_the_scene_exits_3(tmp_path: Path, sessi
     failure = (run_dir / "output" / "failure").read_text()
     assert failure.strip() == "behaviors.Goalie: the scene has no behaviour 'Goalie'; it has Basic (behaviour names without ?team=N)"
     assert "Traceback" not in (run_dir / "launcher.log").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
+def test_run_local_stops_on_one_behaviours_greedy_evaluation(tmp_path: Path, sessions: list[int]) -> None:
+    # -2 is below any return of Duo's games (at worst -0.01 for each of 100 steps): met by the first evaluation
+    # in which a Walker agent episode ends (the evaluation plays RLlib episodes; agent episodes end inside them)
+    stop = ("training.stop.timesteps=3000", "training.stop.evaluation_return_mean={Walker: -2.0}", "training.evaluation_episodes=2")
+    result, run_dir, output = run(DUO, tmp_path, sessions, *stop)
+    assert result.exit_code == 0, output[-4000:]
+    log = (run_dir / "launcher.log").read_text()
+    assert "stopped: evaluation_return_mean Walker?team=0 " in log and ">= {'Walker': -2.0}" in log
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert int(rows[-1]["timesteps"]) < 3000 and float(rows[-1]["evaluation_return_mean"]) >= -1.0
+
+
+def test_run_local_stop_criterion_for_a_behaviour_absent_from_the_scene_exits_3(tmp_path: Path, sessions: list[int]) -> None:
+    result, run_dir, output = run(BASIC_PPO, tmp_path, sessions, *QUICK_TRAINING, "training.stop.episode_return_mean={Goalie: 1.0}")
+    assert result.exit_code == EXIT_INVALID, output[-4000:]
+    failure = (run_dir / "output" / "failure").read_text()
+    assert failure.strip() == "training.stop.episode_return_mean.Goalie: the scene has no behaviour 'Goalie'; it has Basic?team=0"
