@@ -22,6 +22,8 @@ from rlrunner.unity.spaces import Converter
 
 MULTI_AGENT = "multi_agent"
 """The env_config key that selects ``UnityMultiAgentEnv`` (set by the launcher when the fast path does not apply)."""
+ROUNDS = "rounds"
+"""The env_config key of the evaluation's ``UnityMultiAgentEnv``: an RLlib episode per round of agent episodes."""
 
 
 def unity_env_config(
@@ -117,7 +119,10 @@ def _make_multi_agent_env(env_config: Mapping[str, Any]) -> Any:
     base = _start_player(env_config, environment, environment.num_areas, _worker_index(env_config))
     try:
         return UnityMultiAgentEnv(
-            base, episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)), **_adapter_options(environment)
+            base,
+            episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)),
+            rounds=bool(env_config.get(ROUNDS)),
+            **_adapter_options(environment),
         )
     except BaseException:
         base.close()
@@ -175,4 +180,4 @@ def _environment(env_config: Mapping[str, Any]) -> EnvironmentSpec:
     return environment
 
 
-__all__ = ["MULTI_AGENT", "Scene", "launch_options", "make_unity_env", "probe_scene", "unity_env_config"]
+__all__ = ["MULTI_AGENT", "ROUNDS", "Scene", "launch_options", "make_unity_env", "probe_scene", "unity_env_config"]

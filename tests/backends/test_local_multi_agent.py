@@ -90,17 +90,19 @@ def test_run_local_behaviour_absent_from_the_scene_exits_3(tmp_path: Path, sessi
 
 
 @pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
-def test_run_local_stops_on_one_behaviours_greedy_evaluation(tmp_path: Path, sessions: list[int]) -> None:
-    # -2 is below any return of Duo's games (at worst -0.01 for each of 100 steps): met by the first evaluation
-    # in which a Walker agent episode ends (the evaluation plays RLlib episodes; agent episodes end inside them)
-    stop = ("training.stop.timesteps=3000", "training.stop.evaluation_return_mean={Walker: -2.0}", "training.evaluation_episodes=2")
-    result, run_dir, output = run(DUO, tmp_path, sessions, *stop)
+def test_run_local_trains_both_behaviours_to_a_greedy_threshold(tmp_path: Path, sessions: list[int]) -> None:
+    """duo_ppo.yaml until both behaviours' greedy policies score 0.9 (Basic's game: 0.93 is the optimum; a random
+    policy scores about -0.05 in training and -1.0 greedy, never reaching a goal). Stops well before the cap."""
+    stop = ("training.stop.timesteps=12000", "training.stop.evaluation_return_mean={Runner: 0.9, Walker: 0.9}")
+    result, run_dir, output = run(DUO, tmp_path, sessions, *stop, "training.evaluation_episodes=3")
     assert result.exit_code == 0, output[-4000:]
     log = (run_dir / "launcher.log").read_text()
-    assert "stopped: evaluation_return_mean Walker?team=0 " in log and ">= {'Walker': -2.0}" in log
+    assert "stopped: evaluation_return_mean Runner?team=0 " in log and ", Walker?team=0 " in log
     with open(run_dir / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert int(rows[-1]["timesteps"]) < 3000 and float(rows[-1]["evaluation_return_mean"]) >= -1.0
+    assert int(rows[-1]["timesteps"]) < 12000
+    evaluation = json.loads((run_dir / "model" / "evaluation.json").read_text())  # the exported policies, greedy
+    assert {name: figures["mean"] >= 0.9 for name, figures in evaluation["behaviors"].items()} == {"Runner?team=0": True, "Walker?team=0": True}
 
 
 def test_run_local_stop_criterion_for_a_behaviour_absent_from_the_scene_exits_3(tmp_path: Path, sessions: list[int]) -> None:

@@ -343,3 +343,25 @@ def test_multi_agent_memory_stays_flat_over_100000_exchanges() -> None:
     assert max(live for _, live, _ in sizes) < 12 + 120  # the scene's 12, plus vanished ones until pruned
     assert max(ids for _, _, ids in sizes) < 200  # agent ids restart in every RLlib episode
     assert sizes[-1][0] - sizes[0][0] < 20_000, sizes[:: max(len(sizes) // 10, 1)]  # peak RSS (KiB) flat
+
+
+def test_multi_agent_max_episode_steps_counts_the_episode_so_far_and_rounds_end_an_episode() -> None:
+    def scene(index: int) -> Exchange:
+        exchange: Exchange = {A: ({1: (index, 0.5)}, {})}  # agent 1 decides every exchange and never ends
+        if index % 2 == 0:  # agent 5 of B decides every 2nd exchange and ends at exchange 4
+            exchange[B] = ({5: (index, 0.0)}, {}) if index != 4 else ({}, {5: (index, 1.0, False)})
+        return exchange
+
+    # max_episode_steps: agent 1's RLlib agent episode ends after 2 decisions and counts for the metrics
+    run = Recorder(UnityMultiAgentEnv(SceneEnv(scene), max_episode_steps=2, rounds=True))
+    obs = run.reset()
+    obs, _, _, truncateds, _ = run.step(obs)
+    assert not truncateds.get(f"{A}#0")
+    obs, rewards, _, truncateds, _ = run.step(obs)
+    assert truncateds[f"{A}#0"] and rewards[f"{A}#0"] == 0.5 and not truncateds["__all__"]
+    assert run.env.pop_finished() == {A: [(1.5, 3)]}  # Unity's three decisions, their rewards
+    # rounds: the RLlib episode ends once B finished an agent episode too (exchange 4), not at the horizon
+    for _ in range(2):
+        obs, _, terminateds, truncateds, _ = run.step(obs)
+    assert terminateds[f"{B}#0"] and truncateds["__all__"] and run.episode.is_done  # type: ignore[union-attr]
+    assert run.env.pop_finished() == {A: [(1.0, 2)], B: [(1.0, 2)]}  # A's next 2 decisions; B: 2 decisions and the terminal reward
