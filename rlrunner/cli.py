@@ -357,7 +357,10 @@ def serve(
     path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool, header_timeout: float, body_timeout: float,
     max_connections: int, output: str,
 ) -> None:  # fmt: skip
-    """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
+    """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract).
+
+    A model dir with several policies serves them all; each request names one ("policy": NAME).
+    """
     from rlrunner.contract.model_dir import locate_model_dir
     from rlrunner.policy import check_model_dir, read_policy_index
     from rlrunner.serving.server import ServeOptions

@@ -213,9 +213,8 @@ def handle(
     """One `/invocations` request, from body bytes to response bytes; RequestError for a bad request."""
     check_content_type(content_type)
     invocation = parse_invocation(loads(body), query_return, query_policy)
-    if isinstance(policies, OnnxPolicy):
-        policies = PolicySet.single(policies)
-    return dumps(invoke(select_policy(policies, invocation.policy), invocation))
+    policy = policies if isinstance(policies, OnnxPolicy) else select_policy(policies, invocation.policy)
+    return dumps(invoke(policy, invocation))
 
 
 def error_body(message: str) -> bytes:
