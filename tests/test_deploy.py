@@ -279,3 +279,8 @@ def test_deploy_refuses_a_multi_policy_model_with_a_policy_missing_before_upload
     with pytest.raises(PolicyError, match=rf"^{duo_run_dir}/model: policy 'Reacher': policies/Reacher/policy.onnx missing$"):
         deploying.deploy(duo_run_dir, echo=lambda line: None)
     assert aws_env.client("sagemaker").list_models()["Models"] == []
+
+
+def test_cli_predict_refuses_a_blank_policy_before_calling_aws() -> None:
+    result = CliRunner().invoke(main, ["predict", "any", "--policy", " ", "--observations", json.dumps(OBS)])
+    assert (result.exit_code, result.output.strip()) == (2, "--policy: expected a policy or behaviour name")

@@ -309,6 +309,7 @@ def test_serve_output_json_prints_the_address_on_stdout(basic_model_dir: Path) -
         assert process.stdout is not None
         address = json.loads(process.stdout.readline())
         assert address["url"] == f"http://127.0.0.1:{address['port']}" and address["model_dir"] == str(basic_model_dir)
+        assert "policies" not in address  # a single-policy model dir: requests name none
         wait_healthy(address["port"])
         assert post_json(address["port"], {"observations": OBS}).status == 200
     finally:
