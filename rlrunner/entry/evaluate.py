@@ -19,8 +19,7 @@ import numpy as np
 
 from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, RlrunnerError, UsageError
 from rlrunner.contract.model_dir import DEFAULT_EVALUATION_EPISODES, POLICIES_FILE
-from rlrunner.contract.run_dir import read_json
-from rlrunner.policy import OnnxPolicy, read_experiment
+from rlrunner.policy import OnnxPolicy, PolicySet, read_experiment
 from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
 
@@ -82,13 +81,9 @@ def evaluate_policies(
     """A multi-policy model dir: play until every behaviour has `episodes` agent episodes; `behaviors` holds each one's figures."""
     from rlrunner.entry.unity_env import MULTI_AGENT
 
-    index = read_json(Path(model_dir) / POLICIES_FILE) or {}
-    entries: dict[str, Any] = index.get("policies") or {}
-    choosers = {
-        policy: make_chooser(OnnxPolicy.from_dir(Path(model_dir) / entry["dir"], threads=1), greedy=greedy, seed=seed)
-        for policy, entry in entries.items()
-    }
-    policy_of = {behavior: policy for policy, entry in entries.items() for behavior in entry["behaviors"]}
+    policies = PolicySet.from_dir(model_dir, threads=1)
+    choosers = {name: make_chooser(policy, greedy=greedy, seed=seed) for name, policy in policies.policies.items()}
+    policy_of = policies.policy_of()
     environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
     if executable is None:
         executable = recorded_executable(environment)

@@ -1,5 +1,6 @@
 """A multi-behaviour scene end to end: `rlrunner run --local` on experiments/duo_ppo.yaml through the real
-Duo player (two behaviours, agents deciding every 1st and 2nd step, respawning), mlagents_envs and Ray."""
+Duo player (two behaviours, agents deciding every 1st and 2nd step, respawning), mlagents_envs and Ray; the exported
+model dir served over HTTP."""
 
 from __future__ import annotations
 
@@ -79,6 +80,24 @@ def test_run_local_trains_two_behaviours_with_a_policy_each(tmp_path: Path, sess
     assert all(figures["episodes"] == 2 for figures in evaluation["behaviors"].values())
     record = json.loads((run_dir / "run.json").read_text())
     assert record["exit_code"] == 0 and not run_processes(sessions=[record["launcher_pid"]])
+
+    # `rlrunner serve RUN_DIR` answers each behaviour with its own policy, named as the scene names the behaviour
+    from http_helpers import post_json, start_server, stop_server, wait_healthy
+
+    from rlrunner.policy import OnnxPolicy
+
+    server = start_server(run_dir)
+    try:
+        wait_healthy(server.port)
+        for policy, behaviors in BEHAVIORS.items():
+            expected = OnnxPolicy.from_dir(model / index["policies"][policy]["dir"]).act(obs)
+            for name in (*behaviors, policy):
+                response = post_json(server.port, {"observations": obs.tolist(), "policy": name})
+                assert response.status == 200, response.body
+                assert response.json()["actions"] == expected.tolist()
+        assert post_json(server.port, {"observations": obs[:1].tolist()}).status == 400  # two policies: name one
+    finally:
+        stop_server(server.process)
 
 
 def test_run_local_behaviour_absent_from_the_scene_exits_3(tmp_path: Path, sessions: list[int]) -> None:
