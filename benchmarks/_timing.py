@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -20,25 +21,33 @@ def cold(command: list[str], repeat: int) -> float:
 
 def gym_steps_per_second(env: Any, action: Any, seconds: float) -> float:
     """Steps/s of a gymnasium env taking `action` every step for `seconds`, resets at episode ends included."""
-    env.reset()
-    steps = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
+
+    def step() -> int:
         _, _, terminated, truncated, _ = env.step(action)
-        steps += 1
         if terminated or truncated:
             env.reset()
-    return steps / (time.perf_counter() - start)
+        return 1
+
+    env.reset()
+    return _rate(step, seconds)
 
 
 def vector_steps_per_second(env: Any, actions: Any, seconds: float) -> float:
     """Sub-env steps/s (all together) of a vector env taking `actions` every step for `seconds` (it resets itself)."""
+
+    def step() -> int:
+        env.step(actions)
+        return len(actions)
+
     env.reset()
-    exchanges = 0
+    return _rate(step, seconds)
+
+
+def _rate(step: Callable[[], int], seconds: float) -> float:
+    """What `step` counts per second, calling it for `seconds`."""
+    count = 0
     start = time.perf_counter()
     deadline = start + seconds
     while time.perf_counter() < deadline:
-        env.step(actions)
-        exchanges += 1
-    return exchanges * len(actions) / (time.perf_counter() - start)
+        count += step()
+    return count / (time.perf_counter() - start)
