@@ -18,7 +18,7 @@ from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 from rlrunner.unity.launch import LaunchOptions, launch_unity
 from rlrunner.unity.players import PlayersVectorEnv, open_players
-from rlrunner.unity.spaces import Converter
+from rlrunner.unity.spaces import scene_converters
 
 MULTI_AGENT = "multi_agent"
 """The env_config key that selects ``UnityMultiAgentEnv`` (set by the launcher when the fast path does not apply)."""
@@ -156,15 +156,14 @@ def probe_scene(env_config: Mapping[str, Any]) -> Scene:
     try:
         base.reset()  # the specs arrive with the first message that carries agents
         specs = dict(base.behavior_specs)
-        if not specs:
-            raise UnityEnvError("unity_env: the environment reported no behaviours")
-        spaces: dict[str, tuple[Any, Any]] = {}
-        agents: dict[str, int] = {}
-        for name in sorted(specs):
-            conv = Converter(specs[name], environment.uint8_visual, environment.flatten_branched, environment.allow_multiple_obs)
-            spaces[name] = (conv.observation_space, conv.action_space)
-            decision, _ = base.get_steps(name)
-            agents[name] = len(decision)
+        converters = scene_converters(
+            specs,
+            uint8_visual=environment.uint8_visual,
+            flatten_branched=environment.flatten_branched,
+            allow_multiple_obs=environment.allow_multiple_obs,
+        )
+        spaces = {name: (conv.observation_space, conv.action_space) for name, conv in converters.items()}
+        agents = {name: len(base.get_steps(name)[0]) for name in converters}
         return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(specs))
     finally:
         base.close()

@@ -34,7 +34,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import _MAX_SILENT_STEPS, _player_errors, _rewards
-from rlrunner.unity.spaces import Converter, Obs
+from rlrunner.unity.spaces import Converter, Obs, scene_converters
 
 with warnings.catch_warnings():
     # mlagents-envs 0.28's generated code uses protobuf 3's deprecated descriptor factories.
@@ -94,13 +94,13 @@ class UnityMultiAgentEnv(MultiAgentEnv):
         if self._fresh:
             with _player_errors(env, "reset()"):
                 env.reset()  # specs arrive with the first message that carries agents
-        self.behaviors = sorted(env.behavior_specs)
-        if not self.behaviors:
-            raise UnityEnvError("unity_env: the environment reported no behaviours")
-        self._conv = {
-            name: Converter(env.behavior_specs[name], uint8_visual, flatten_branched, allow_multiple_obs)
-            for name in self.behaviors
-        }
+        self._conv = scene_converters(
+            env.behavior_specs,
+            uint8_visual=uint8_visual,
+            flatten_branched=flatten_branched,
+            allow_multiple_obs=allow_multiple_obs,
+        )
+        self.behaviors = list(self._conv)
         self.possible_agents = [f"{name}{AGENT_SEPARATOR}{n}" for name in self.behaviors for n in range(AGENT_IDS)]
         self.agents = []
         self.observation_spaces = None

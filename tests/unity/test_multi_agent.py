@@ -22,12 +22,10 @@ from mlagents_envs.base_env import (
     BehaviorMapping,
     BehaviorSpec,
     DecisionSteps,
-    DimensionProperty,
-    ObservationSpec,
-    ObservationType,
     TerminalSteps,
 )
 from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+from unity_fakes import decision_steps, terminal_steps, vector_spec
 
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.multi_agent import UnityMultiAgentEnv, behavior_of, policy_name
@@ -38,10 +36,7 @@ Decide = dict[int, tuple[float, float]]
 End = dict[int, tuple[float, float, bool]]
 Exchange = dict[str, tuple[Decide, End]]
 
-SPECS = {
-    A: BehaviorSpec([ObservationSpec((2,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "a")], ActionSpec(0, (3,))),
-    B: BehaviorSpec([ObservationSpec((1,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "b")], ActionSpec(2, ())),
-}
+SPECS = {A: BehaviorSpec([vector_spec(2)], ActionSpec(0, (3,))), B: BehaviorSpec([vector_spec(1)], ActionSpec(2, ()))}
 
 
 def _steps(spec: BehaviorSpec, decide: Decide, end: End, group_reward: float) -> tuple[DecisionSteps, TerminalSteps]:
@@ -50,22 +45,11 @@ def _steps(spec: BehaviorSpec, decide: Decide, end: End, group_reward: float) ->
     def obs(values: list[float]) -> list[np.ndarray]:
         return [np.repeat(np.array(values, np.float32)[:, None], size, axis=1)]
 
-    d_ids, e_ids = list(decide), list(end)
-    decision = DecisionSteps(
-        obs([decide[i][0] for i in d_ids]),
-        np.array([decide[i][1] for i in d_ids], np.float32),
-        np.array(d_ids, np.int32),
-        None,
-        np.zeros(len(d_ids), np.int32),
-        np.full(len(d_ids), group_reward, np.float32),
+    decision = decision_steps(
+        obs([decide[i][0] for i in decide]), list(decide), [decide[i][1] for i in decide], group_reward=group_reward
     )
-    terminal = TerminalSteps(
-        obs([end[i][0] for i in e_ids]),
-        np.array([end[i][1] for i in e_ids], np.float32),
-        np.array([end[i][2] for i in e_ids], bool),
-        np.array(e_ids, np.int32),
-        np.zeros(len(e_ids), np.int32),
-        np.full(len(e_ids), group_reward, np.float32),
+    terminal = terminal_steps(
+        obs([end[i][0] for i in end]), list(end), [end[i][1] for i in end], [end[i][2] for i in end], group_reward
     )
     return decision, terminal
 
