@@ -309,6 +309,9 @@ def configure_ray_environment() -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
+RAY_START_ATTEMPTS = 2
+
+
 def start_ray(env: ContainerEnv, num_cpus: int, *, prestart_workers: bool = True) -> None:
     """A single-node Ray on 127.0.0.1 without the dashboard (put the source dir on PYTHONPATH first: workers inherit it).
 
@@ -322,18 +325,26 @@ def start_ray(env: ContainerEnv, num_cpus: int, *, prestart_workers: bool = True
     if not prestart_workers:
         os.environ["RAY_prestart_worker_first_driver"] = "0"  # noqa: SIM112 (Ray config names are case-sensitive; the raylet reads it)
 
-    try:
-        ray.init(
-            address="local",  # a new cluster, even when `ray start` left one on this machine
-            num_cpus=num_cpus,
-            num_gpus=env.num_gpus,
-            include_dashboard=False,
-            _node_ip_address=LOOPBACK,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
-    except Exception as error:
-        raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}") from None
+    for attempt in range(RAY_START_ATTEMPTS):
+        try:
+            ray.init(
+                address="local",  # a new cluster, even when `ray start` left one on this machine
+                num_cpus=num_cpus,
+                num_gpus=env.num_gpus,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+            break
+        except Exception as error:
+            reason = _one_line(_root_cause(error))
+            if attempt + 1 == RAY_START_ATTEMPTS:
+                raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {reason}") from None
+            # Ray gives its raylet a fixed 30 s to register; a machine busy with other work can miss that.
+            log(f"Ray did not start ({reason}); starting it once more")
+            with contextlib.suppress(Exception):
+                ray.shutdown()
     install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
 
 
