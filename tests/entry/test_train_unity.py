@@ -466,3 +466,29 @@ def test_limit_torch_threads_is_one_unless_omp_num_threads_says_otherwise() -> N
         assert train_unity.limit_torch_threads({"OMP_NUM_THREADS": "2"}) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_ray_is_started_once_more_when_its_first_start_fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    import ray
+
+    calls: list[dict[str, object]] = []
+    failures = [1]  # how many starts fail before one succeeds
+
+    def init(**kwargs: object) -> None:
+        calls.append(kwargs)
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise RuntimeError("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(train_unity, "install_signal_handlers", lambda: None)
+    env = types.SimpleNamespace(num_gpus=0)
+    train_unity.start_ray(env, 2)  # type: ignore[arg-type]
+    assert len(calls) == 2 and calls[1]["_node_ip_address"] == "127.0.0.1"
+    assert "rlrunner: Ray did not start (RuntimeError: The current node timed out during startup.); starting it once more" in capsys.readouterr().out
+    failures[0] = 2
+    with pytest.raises(train_unity.InfrastructureError, match="Ray could not start on 127.0.0.1: RuntimeError: The current node timed out"):
+        train_unity.start_ray(env, 2)  # type: ignore[arg-type]
