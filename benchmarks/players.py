@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any
 
 import numpy as np
+from _timing import gym_steps_per_second, vector_steps_per_second
 
 from rlrunner.entry.unity_env import make_unity_env, unity_env_config
 from rlrunner.envs import resolve_environment
@@ -39,23 +39,10 @@ def steps_per_second(players: int, physics_ms: float, seconds: float) -> float:
     """Env steps/s (all players together) of an always-right policy, resets included."""
     env = make_unity_env(players_config(players, physics_ms))
     try:
-        env.reset()
-        steps = 0
-        start = time.perf_counter()
-        deadline = start + seconds
         if isinstance(env, PlayersVectorEnv):
-            actions = np.full(players, 2)
-            while time.perf_counter() < deadline:
-                env.step(actions)
-                steps += players
-        else:
-            assert isinstance(env, UnityGymEnv)
-            while time.perf_counter() < deadline:
-                _, _, terminated, truncated, _ = env.step(2)
-                steps += 1
-                if terminated or truncated:
-                    env.reset()
-        return steps / (time.perf_counter() - start)
+            return vector_steps_per_second(env, np.full(players, 2), seconds)
+        assert isinstance(env, UnityGymEnv)
+        return gym_steps_per_second(env, 2, seconds)
     finally:
         env.close()
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import numpy as np
+from _timing import gym_steps_per_second, vector_steps_per_second
 
 from rlrunner.entry.unity_env import make_unity_env, unity_env_config
 from rlrunner.envs import resolve_environment
@@ -68,16 +68,7 @@ def single_area_rate(seconds: float) -> float:
     env = make_unity_env(basic_config())
     assert isinstance(env, UnityGymEnv)
     try:
-        env.reset()
-        steps = 0
-        deadline = time.perf_counter() + seconds
-        start = time.perf_counter()
-        while time.perf_counter() < deadline:
-            _, _, terminated, truncated, _ = env.step(2)
-            steps += 1
-            if terminated or truncated:
-                env.reset()
-        return steps / (time.perf_counter() - start)
+        return gym_steps_per_second(env, 2, seconds)
     finally:
         env.close()
 
@@ -86,16 +77,8 @@ def areas_rate(areas: int, seconds: float) -> float:
     """Environment steps per second of one UnityVectorEnv with ``areas`` areas."""
     env = make_unity_env(basic_config(areas))
     assert isinstance(env, UnityVectorEnv)
-    actions = np.full(areas, 2)
     try:
-        env.reset()
-        exchanges = 0
-        deadline = time.perf_counter() + seconds
-        start = time.perf_counter()
-        while time.perf_counter() < deadline:
-            env.step(actions)
-            exchanges += 1
-        return exchanges * areas / (time.perf_counter() - start)
+        return vector_steps_per_second(env, np.full(areas, 2), seconds)
     finally:
         env.close()
 

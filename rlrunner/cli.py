@@ -357,19 +357,25 @@ def serve(
     path: Path, host: str, port: int, max_body_mb: float, threads: int, access_log: bool, header_timeout: float, body_timeout: float,
     max_connections: int, output: str,
 ) -> None:  # fmt: skip
-    """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract)."""
+    """Serve an exported policy over HTTP: GET /ping, POST /invocations (SageMaker's inference contract).
+
+    A model dir with several policies serves them all; each request names one ("policy": NAME).
+    """
     from rlrunner.contract.model_dir import locate_model_dir
-    from rlrunner.policy import check_model_dir
+    from rlrunner.policy import check_model_dir, read_policy_index
     from rlrunner.serving.server import ServeOptions
     from rlrunner.serving.server import serve as run_server
 
     model_dir = check_model_dir(locate_model_dir(path))
+    index = read_policy_index(model_dir)
     options = ServeOptions(
         model_dir, host=host, port=port, max_body_bytes=int(max_body_mb * 1024 * 1024), threads=threads, access_log=access_log,
         header_timeout_s=header_timeout, body_timeout_s=body_timeout, max_connections=max_connections,
     )  # fmt: skip
     def announce(bound_host: str, bound_port: int) -> None:
-        address = {"url": f"http://{bound_host}:{bound_port}", "host": bound_host, "port": bound_port, "model_dir": str(model_dir)}
+        address: dict[str, Any] = {"url": f"http://{bound_host}:{bound_port}", "host": bound_host, "port": bound_port, "model_dir": str(model_dir)}
+        if index is not None:  # requests name one of these policies
+            address["policies"] = {name: list(entry.behaviors) for name, entry in index.items()}
         click.echo(json.dumps(address))
 
     run_server(options, on_listen=announce if output == "json" else None)
@@ -602,15 +608,18 @@ def deploy(run_dir: Path, endpoint_name: str | None, wait: bool, output: str) ->
     """Deploy a run's policy to a SageMaker endpoint (model, endpoint config, endpoint) using the spec's deploy block."""
     from dataclasses import asdict
 
-    from rlrunner.contract.run_dir import DEPLOYMENT_FILE
+    from rlrunner.contract.run_dir import DEPLOYMENT_FILE, RunDir
     from rlrunner.deploy import deploy as deploy_run
+    from rlrunner.policy import read_policy_index
 
     deployment = deploy_run(run_dir, endpoint_name=endpoint_name, wait=wait, echo=lambda line: click.echo(line, err=output == "json"))
     if output == "json":
         emit_json(asdict(deployment))
         return
     click.echo(f"endpoint {deployment.endpoint_name} {deployment.status} (recorded in {run_dir / DEPLOYMENT_FILE})")
-    click.echo(f"  predict   rlrunner predict {deployment.endpoint_name} --observations '[[...]]'")
+    index = read_policy_index(RunDir(run_dir).model) if RunDir(run_dir).model.is_dir() else None
+    choose = f" --policy {'|'.join(index)}" if index else ""  # a multi-policy model: every request names its policy
+    click.echo(f"  predict   rlrunner predict {deployment.endpoint_name}{choose} --observations '[[...]]'")
     click.echo(f"  remove    rlrunner undeploy {deployment.endpoint_name}")
 
 
@@ -618,8 +627,9 @@ def deploy(run_dir: Path, endpoint_name: str | None, wait: bool, output: str) ->
 @click.argument("endpoint")
 @click.option("--observations", required=True, help="A JSON batch [[...], ...], @FILE holding one, or - for stdin.")
 @click.option("--return", "returns", default="", metavar="probabilities,logits", help="Also return these outputs.")
+@click.option("--policy", default=None, help="The policy (or behaviour) to ask, when the endpoint serves several.")
 @click.option("--output", type=click.Choice(["json"]), default="json", help="Output format (JSON only: the endpoint's answer).")
-def predict(endpoint: str, observations: str, returns: str, output: str) -> None:
+def predict(endpoint: str, observations: str, returns: str, policy: str | None, output: str) -> None:
     """Send observations to an endpoint (InvokeEndpoint) and print its JSON answer."""
     from rlrunner.aws import connect
     from rlrunner.deploy import parse_observations
@@ -632,6 +642,10 @@ def predict(endpoint: str, observations: str, returns: str, output: str) -> None
         asked = parse_returns(returns)[1:] if returns else ()
     except (PolicyError, RequestError) as error:
         fail(str(error).replace("return:", "--return:", 1), EXIT_USAGE)
+    if policy is not None:
+        if not policy.strip():
+            fail("--policy: expected a policy or behaviour name", EXIT_USAGE)
+        payload = {**payload, "policy": policy.strip()}
     emit_json(invoke(connect(), endpoint, payload, asked))
 
 

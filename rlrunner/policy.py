@@ -4,15 +4,17 @@ the launcher's final evaluation.
 Imports numpy and onnxruntime only, so that the inference server starts without ray or torch.
 A model dir holds `policy.onnx` (input `obs` float32 `[batch, *obs_shape]`; outputs `actions`, the
 greedy actions, and `action_dist_inputs`: logits, or mean and log-std for a box), `policy.json`
-(format, spaces, names) and `experiment.json` (the decoded experiment).
+(format, spaces, names) and `experiment.json` (the decoded experiment). A multi-policy model dir holds
+one such set per policy under `policies/<policy>/` and `policies.json`; `PolicySet` loads either kind.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
@@ -152,6 +154,10 @@ class OnnxPolicy:
     def from_dir(cls, model_dir: str | Path, *, threads: int | None = None) -> OnnxPolicy:
         """Load `policy.onnx` and `policy.json` from a model dir (`threads`: onnxruntime intra-op threads)."""
         model_dir = check_model_dir(model_dir)
+        index = read_policy_index(model_dir)
+        if index is not None:
+            names = ", ".join(index)
+            raise PolicyError(f"{model_dir}: holds several policies ({names}); load them with PolicySet.from_dir")
         metadata_path, onnx_path = model_dir / METADATA_FILE, model_dir / ONNX_FILE
         try:
             data = json.loads(metadata_path.read_text())
@@ -204,14 +210,146 @@ class OnnxPolicy:
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
-    """`model_dir` as a Path, or PolicyError naming the policy files it lacks."""
+    """`model_dir` as a Path, or PolicyError naming the policy files it lacks (each policy's, in a multi-policy dir)."""
     model_dir = Path(model_dir)
-    if (model_dir / POLICIES_FILE).is_file():
-        return model_dir  # a multi-policy model dir: one model dir per policy under policies/
+    index = read_policy_index(model_dir)
+    if index is not None:
+        for entry in index.values():
+            files = (ONNX_FILE, METADATA_FILE)
+            missing = [f"{entry.folder}/{name}" for name in files if not (entry.path / name).is_file()]
+            if missing:
+                raise PolicyError(f"{model_dir}: policy {entry.name!r}: {', '.join(missing)} missing")
+        return model_dir
     missing = [name for name in (ONNX_FILE, METADATA_FILE) if not (model_dir / name).is_file()]
     if missing:
         raise PolicyError(f"{model_dir}: not a model dir ({', '.join(missing)} missing)")
     return model_dir
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """One policy of a multi-policy model dir, as `policies.json` lists it."""
+
+    name: str
+    folder: str
+    """Its folder, relative to the model dir (`policies/<policy>`)."""
+    path: Path
+    behaviors: tuple[str, ...]
+    """The behaviours it serves, named as the scene reports them (`Walker?team=0`)."""
+
+
+def read_policy_index(model_dir: str | Path) -> dict[str, PolicyEntry] | None:
+    """A multi-policy model dir's `policies.json`, checked (policy -> folder, behaviours); None for a single-policy dir."""
+    model_dir = Path(model_dir)
+    path = model_dir / POLICIES_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PolicyError(f"{path}: not readable JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: expected a JSON object")
+    if data.get("format") != FORMAT:
+        raise PolicyError(f"{path}: format: expected {FORMAT}, got {data.get('format')!r}")
+    policies = data.get("policies")
+    if not isinstance(policies, dict) or not policies:
+        raise PolicyError(f"{path}: policies: expected an object with at least one policy, got {policies!r}")
+    return {name: _policy_entry(model_dir, name, entry, f"{path}: policies.{name}") for name, entry in policies.items()}
+
+
+def _policy_entry(model_dir: Path, name: str, entry: Any, where: str) -> PolicyEntry:
+    if not name:
+        raise PolicyError(f"{where}: a policy needs a name")
+    if not isinstance(entry, dict):
+        raise PolicyError(f"{where}: expected an object with dir and behaviors, got {entry!r}")
+    folder = entry.get("dir")
+    relative = PurePosixPath(folder) if isinstance(folder, str) else None
+    if relative is None or not folder or relative.is_absolute() or ".." in relative.parts:
+        raise PolicyError(f"{where}.dir: expected a folder inside the model dir, got {folder!r}")
+    behaviors = entry.get("behaviors", [])
+    if not isinstance(behaviors, list) or not all(isinstance(b, str) and b for b in behaviors):
+        raise PolicyError(f"{where}.behaviors: expected a list of behaviour names, got {behaviors!r}")
+    return PolicyEntry(name, relative.as_posix(), model_dir / relative, tuple(behaviors))
+
+
+def behavior_base(name: str) -> str:
+    """A behaviour name without its `?team=N` suffix."""
+    return name.split("?", 1)[0]
+
+
+class PolicySet:
+    """The policies of a model dir: the one of a single-policy dir, or every policy `policies.json` lists.
+
+    `find` maps what a client knows (a policy name, or a behaviour name with or without `?team=N`) to policies.
+    """
+
+    def __init__(
+        self, policies: Mapping[str, OnnxPolicy], behaviors: Mapping[str, tuple[str, ...]], *, multi: bool, source: str
+    ) -> None:
+        if not policies:
+            raise PolicyError(f"{source}: no policy")
+        self.policies = dict(policies)
+        self.behaviors = {name: tuple(behaviors.get(name, ())) for name in self.policies}
+        self.multi = multi
+        self.source = source
+
+    @classmethod
+    def single(cls, policy: OnnxPolicy, name: str = "policy") -> PolicySet:
+        """The set of a single-policy model dir (`name` only labels it: requests need not name it)."""
+        return cls({name: policy}, {}, multi=False, source=policy.source)
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, *, threads: int | None = None) -> PolicySet:
+        """Load every policy of a model dir; a policy that cannot be loaded is a PolicyError naming it."""
+        model_dir = check_model_dir(model_dir)
+        index = read_policy_index(model_dir)
+        if index is None:
+            return cls.single(OnnxPolicy.from_dir(model_dir, threads=threads))
+        policies = {}
+        for name, entry in index.items():
+            try:
+                policies[name] = OnnxPolicy.from_dir(entry.path, threads=threads)
+            except PolicyError as error:
+                raise PolicyError(f"policy {name!r}: {error}") from None
+        behaviors = {name: entry.behaviors for name, entry in index.items()}
+        return cls(policies, behaviors, multi=True, source=str(model_dir))
+
+    def policy_of(self) -> dict[str, str]:
+        """Behaviour name (as the scene reports it) -> the policy serving it."""
+        return {behavior: name for name, behaviors in self.behaviors.items() for behavior in behaviors}
+
+    def find(self, name: str) -> list[str]:
+        """The policies `name` selects: the policy of that name; else the policy serving that behaviour; else the
+        policies named like, or serving a behaviour named like, `name` without `?team=N`. Sorted; empty if none."""
+        if name in self.policies:
+            return [name]
+        served_by = self.policy_of()
+        if name in served_by:
+            return [served_by[name]]
+        base = behavior_base(name)
+        return sorted(
+            policy
+            for policy, behaviors in self.behaviors.items()
+            if policy == base or any(behavior_base(b) == base for b in behaviors)
+        )
+
+    def summary(self) -> str:
+        """Every policy, with its behaviours and spaces, on one line: what a server serves."""
+        return "; ".join(
+            f"{name}{' (' + ', '.join(self.behaviors[name]) + ')' if self.behaviors[name] else ''}: "
+            f"observations [{_dims(policy.metadata.observation_shape)}] -> {describe_action_space(policy.action_space)}"
+            for name, policy in self.policies.items()
+        )
+
+
+def describe_action_space(space: ActionSpace) -> str:
+    """An action space in a few words: `discrete 3`, `multi_discrete [3, 2]`, `box [2]`."""
+    if space.kind == "discrete":
+        return f"discrete {space.n}"
+    if space.kind == "multi_discrete":
+        return f"multi_discrete [{_dims(space.nvec)}]"
+    return f"box [{_dims(space.shape)}]"
 
 
 def _load_session(path: Path, threads: int | None) -> Any:

@@ -330,10 +330,19 @@ def _dump(model: ExperimentSpec | Experiment, exclude: set[str] | None = None) -
     data["algorithm"] = dump_algorithm(model.algorithm)
     if not data.get("behaviors"):
         data.pop("behaviors", None)  # specs without the section keep their run ids
+    stop = (data.get("training") or {}).get("stop") or {}
+    if stop.get("evaluation_return_mean", 0) is None:
+        del stop["evaluation_return_mean"]  # (the same for a criterion added later)
     return data
 
 
 # --- training, compute, deploy, sweep -------------------------------------------------------------
+
+
+BehaviorName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^#\s][^#]*$")]
+"""A behaviour as the scene reports it (`Walker?team=0`), or without `?team=N` (all its teams)."""
+ReturnTarget = Annotated[float | dict[BehaviorName, float], Field(union_mode="left_to_right")]
+"""A mean return to reach: one number, or one per behaviour."""
 
 
 class StopSpec(Frozen):
@@ -343,16 +352,31 @@ class StopSpec(Frozen):
     """Environment steps sampled (lifetime)."""
     iterations: Annotated[int, Field(ge=1)] | None = None
     """Training iterations."""
-    episode_return_mean: float | None = None
-    """Mean episode return over the last episodes."""
+    episode_return_mean: ReturnTarget | None = None
+    """Mean return of the last training episodes (all agents), or `{behaviour: return}`: each named behaviour's
+    (name without `?team=N` covers all its teams; every one listed must reach its value)."""
+    evaluation_return_mean: ReturnTarget | None = None
+    """Mean return of the greedy policy over `training.evaluation_episodes` episodes, evaluated after every
+    iteration (only when this is set); a number, or `{behaviour: return}` as for `episode_return_mean`."""
     time_s: Annotated[float, Field(gt=0)] | None = None
     """Wall-clock seconds of training."""
 
     @model_validator(mode="after")
     def _at_least_one(self) -> StopSpec:
         if all(value is None for value in self.model_dump().values()):
-            raise ValueError("give at least one stop criterion (timesteps, iterations, episode_return_mean, time_s)")
+            raise ValueError(
+                "give at least one stop criterion (timesteps, iterations, episode_return_mean, evaluation_return_mean, time_s)"
+            )
         return self
+
+    def behavior_targets(self) -> dict[str, list[str]]:
+        """Behaviour name -> the criteria that name it (checked against the scene when it is known)."""
+        named: dict[str, list[str]] = {}
+        for criterion in ("episode_return_mean", "evaluation_return_mean"):
+            target = getattr(self, criterion)
+            for name in target if isinstance(target, dict) else ():
+                named.setdefault(name, []).append(criterion)
+        return named
 
 
 class TrainingSpec(Frozen):

@@ -102,3 +102,29 @@ def reference_actions(model_dir: Path, obs: Any, seed: int = 0) -> Any:
     module = _module(metadata["action_space"], metadata["observation_space"]["shape"][0], seed, None)
     with torch.no_grad():
         return module(torch.as_tensor(obs, dtype=torch.float32))[0].numpy()
+
+
+TWO_POLICIES: dict[str, dict[str, Any]] = {
+    "Walker": {"behaviors": ["Walker?team=0", "Walker?team=1"], "action_space": {"type": "discrete", "n": BASIC_ACTIONS}, "seed": 1},
+    "Reacher": {
+        "behaviors": ["Reacher?team=0"],
+        "action_space": {"type": "box", "shape": [2], "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+        "obs_size": 8,
+        "seed": 2,
+    },
+}
+"""Two policies with different spaces: Basic-like (obs 20, Discrete(3)) for two teams, and a continuous one (obs 8, Box(2))."""
+
+
+def write_policies_model_dir(model_dir: Path, policies: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A multi-policy model dir as the launcher's export writes it: `write_model_dir` per policy under
+    `policies/<policy>/` (each entry's options but `behaviors`), `policies.json` and `experiment.json`."""
+    policies = policies if policies is not None else TWO_POLICIES
+    index: dict[str, Any] = {"format": 1, "policies": {}}
+    for name, options in policies.items():
+        settings = {key: value for key, value in options.items() if key != "behaviors"}
+        write_model_dir(model_dir / "policies" / name, **settings)
+        index["policies"][name] = {"dir": f"policies/{name}", "behaviors": list(options["behaviors"]), "onnx": "policy.onnx"}
+    (model_dir / "policies.json").write_text(json.dumps(index, indent=2))
+    (model_dir / "experiment.json").write_text((model_dir / "policies" / next(iter(policies)) / "experiment.json").read_text())
+    return model_dir

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from http_helpers import post_json, start_server, stop_server, wait_healthy
-from policy_models import write_model_dir
+from policy_models import write_model_dir, write_policies_model_dir
 
 from rlrunner import __version__
 from rlrunner import deploy as deploying
@@ -228,3 +228,59 @@ def test_wait_for_endpoint_reports_a_failure_and_a_timeout() -> None:
         deploying.wait_for_endpoint(ScriptedEndpoints("Creating", "Failed"), "e", poll_s=0, echo=lambda line: None, sleep=lambda s: None)  # type: ignore[arg-type]
     with pytest.raises(AwsError, match=r"^endpoint e: still Creating after 0 s \(it keeps being created; rlrunner undeploy e removes it\)$"):
         deploying.wait_for_endpoint(ScriptedEndpoints("Creating"), "e", timeout_s=0, echo=lambda line: None, sleep=lambda s: None)  # type: ignore[arg-type]
+
+
+# --- a multi-policy run: one endpoint, the request names the policy ---------------------------------
+
+
+@pytest.fixture
+def duo_run_dir(tmp_path: Path) -> Path:
+    """A local run of experiments/duo_ppo.yaml with a multi-policy model (Walker: obs 20, Discrete(3); Reacher: obs 8, Box(2))."""
+    spec, _ = load_spec(EXPERIMENTS / "duo_ppo.yaml")
+    run = tmp_path / f"runs/{spec.name}-{run_id(spec)}"
+    write_policies_model_dir(run / "model")
+    (run / "spec.yaml").write_text(yaml.safe_dump(spec.to_data(), sort_keys=False))
+    return run
+
+
+def test_deploy_multi_policy_run_uploads_every_policy_and_predict_names_one(aws_env: Any, duo_run_dir: Path, captured: list[dict[str, Any]]) -> None:
+    runner = CliRunner()
+    deployed = runner.invoke(main, ["deploy", str(duo_run_dir), "--endpoint-name", "duo"])
+    assert deployed.exit_code == 0, deployed.output
+    assert "  predict   rlrunner predict duo --policy Walker|Reacher --observations '[[...]]'" in deployed.output.splitlines()
+    bucket = f"sagemaker-{aws_env.region}-{aws_env.account}"
+    key = f"rlrunner/models/{duo_run_dir.name}/model.tar.gz"
+    with tarfile.open(fileobj=io.BytesIO(aws_env.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted(["experiment.json", "policies.json"] + [f"policies/{p}/{f}" for p in ("Walker", "Reacher") for f in
+                                                                    ("experiment.json", "policy.json", "policy.onnx")])  # fmt: skip
+
+    server = start_server(duo_run_dir / "model")  # what the container would answer, from the same model
+    try:
+        wait_healthy(server.port)
+        reacher = [[0.5] * 8, [-0.5] * 8]
+        local = post_json(server.port, {"observations": reacher, "policy": "Reacher?team=0"})
+        assert local.status == 200, local.body
+        _canned_answer(aws_env, local.body)  # moto cannot run the container: it returns this body
+        predicted = runner.invoke(main, ["predict", "duo", "--policy", "Reacher?team=0", "--observations", json.dumps(reacher)])
+        assert predicted.exit_code == 0, predicted.output
+        (sent,) = captured
+        assert json.loads(sent["body"]) == {"observations": reacher, "policy": "Reacher?team=0"}
+        replayed = post_json(server.port, json.loads(sent["body"]))  # the request as sent, served by the real server
+        assert (replayed.status, replayed.json()) == (200, json.loads(predicted.output))
+        unnamed = post_json(server.port, {"observations": reacher})
+        assert unnamed.status == 400 and unnamed.json()["error"].startswith("policy: this model dir holds 2 policies")
+    finally:
+        stop_server(server.process)
+
+
+def test_deploy_refuses_a_multi_policy_model_with_a_policy_missing_before_uploading(aws_env: Any, duo_run_dir: Path) -> None:
+    (duo_run_dir / "model/policies/Reacher/policy.onnx").unlink()
+    with pytest.raises(PolicyError, match=rf"^{duo_run_dir}/model: policy 'Reacher': policies/Reacher/policy.onnx missing$"):
+        deploying.deploy(duo_run_dir, echo=lambda line: None)
+    assert aws_env.client("sagemaker").list_models()["Models"] == []
+
+
+def test_cli_predict_refuses_a_blank_policy_before_calling_aws() -> None:
+    result = CliRunner().invoke(main, ["predict", "any", "--policy", " ", "--observations", json.dumps(OBS)])
+    assert (result.exit_code, result.output.strip()) == (2, "--policy: expected a policy or behaviour name")

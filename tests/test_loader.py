@@ -357,7 +357,7 @@ BAD_INPUT = [
         replace("    timesteps: 1000", "    timesteps: null"),
         [],
         {},
-        "{f}:10:5: training.stop: give at least one stop criterion (timesteps, iterations, episode_return_mean, time_s)",
+        "{f}:10:5: training.stop: give at least one stop criterion (timesteps, iterations, episode_return_mean, evaluation_return_mean, time_s)",
     ),
     (
         "missing-training",
@@ -605,7 +605,7 @@ HOSTILE = [
         "number-stop-inf",
         replace("timesteps: 1000", "timesteps: 1000\n    episode_return_mean: .inf"),
         [],
-        "{f}:11:26: training.stop.episode_return_mean: must be a finite number (got inf)",
+        "{f}:11:26: training.stop.episode_return_mean: must be a finite number or a mapping (got inf)",
     ),
     (
         "number-env-parameter-nan",

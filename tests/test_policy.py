@@ -8,9 +8,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from policy_models import reference_actions, write_model_dir  # noqa: E402
+from policy_models import reference_actions, write_model_dir, write_policies_model_dir  # noqa: E402
 
-from rlrunner.policy import ActionSpace, ObservationError, OnnxPolicy, PolicyError, softmax  # noqa: E402
+from rlrunner.policy import (  # noqa: E402
+    ActionSpace,
+    ObservationError,
+    OnnxPolicy,
+    PolicyError,
+    PolicySet,
+    check_model_dir,
+    read_policy_index,
+    softmax,
+)
 
 SPACES: dict[str, dict[str, Any]] = {
     "discrete": {"type": "discrete", "n": 3},
@@ -140,3 +149,72 @@ def test_action_space_widths() -> None:
     assert ActionSpace.from_data({"type": "multi_discrete", "nvec": [3, 2]}, "x").dist_width == 5
     box = ActionSpace.from_data({"type": "box", "shape": [3], "low": -1, "high": 1}, "x")
     assert (box.dist_width, box.low, box.high) == (6, (-1.0,) * 3, (1.0,) * 3)
+
+
+# --- a multi-policy model dir: policies.json and one model dir per policy ----------------------------
+
+
+@pytest.fixture(scope="module")
+def policies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_policies_model_dir(tmp_path_factory.mktemp("policies") / "model")
+
+
+def copy_of(model_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(model_dir, tmp_path / "model"))
+
+
+def test_policy_set_loads_every_policy_with_its_behaviours(policies_dir: Path) -> None:
+    policies = PolicySet.from_dir(policies_dir)
+    assert policies.multi and list(policies.policies) == ["Walker", "Reacher"]
+    assert policies.policy_of() == {"Walker?team=0": "Walker", "Walker?team=1": "Walker", "Reacher?team=0": "Reacher"}
+    assert policies.summary() == (
+        "Walker (Walker?team=0, Walker?team=1): observations [20] -> discrete 3; Reacher (Reacher?team=0): observations [8] -> box [2]"
+    )
+    batch = observations(10)
+    np.testing.assert_array_equal(policies.policies["Walker"].act(batch), reference_actions(policies_dir / "policies/Walker", batch, seed=1))
+    assert [policies.find(name) for name in ("Walker", "Walker?team=1", "Walker?team=3", "Reacher?team=0", "Striker")] == [
+        ["Walker"], ["Walker"], ["Walker"], ["Reacher"], []
+    ]  # fmt: skip
+
+
+def test_policy_set_of_a_single_policy_model_dir(model_dir: Path) -> None:
+    policies = PolicySet.from_dir(model_dir)
+    assert not policies.multi and len(policies.policies) == 1 and read_policy_index(model_dir) is None
+
+
+def test_onnx_policy_from_dir_refuses_a_multi_policy_model_dir(policies_dir: Path) -> None:
+    with pytest.raises(PolicyError, match=rf"^{policies_dir}: holds several policies \(Walker, Reacher\); load them with PolicySet.from_dir$"):
+        OnnxPolicy.from_dir(policies_dir)
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ({"format": 2, "policies": {}}, "{model}/policies.json: format: expected 1, got 2"),
+        ({"format": 1, "policies": {}}, "{model}/policies.json: policies: expected an object with at least one policy, got {}"),
+        ({"format": 1, "policies": {"Walker": {"dir": "../elsewhere", "behaviors": []}}},
+         "{model}/policies.json: policies.Walker.dir: expected a folder inside the model dir, got '../elsewhere'"),
+        ({"format": 1, "policies": {"Walker": {"dir": "/opt/ml/model", "behaviors": []}}},
+         "{model}/policies.json: policies.Walker.dir: expected a folder inside the model dir, got '/opt/ml/model'"),
+        ({"format": 1, "policies": {"Walker": {"dir": "policies/Walker", "behaviors": "Walker?team=0"}}},
+         "{model}/policies.json: policies.Walker.behaviors: expected a list of behaviour names, got 'Walker?team=0'"),
+        ({"format": 1, "policies": {"Walker": {"dir": "policies/Reacher", "behaviors": []}, "Ghost": {"dir": "policies/Ghost"}}},
+         "{model}: policy 'Ghost': policies/Ghost/policy.onnx, policies/Ghost/policy.json missing"),
+    ],
+    ids=["format", "no-policy", "dir-outside", "dir-absolute", "behaviors-not-a-list", "policy-files-missing"],
+)
+def test_check_model_dir_refuses_a_bad_policies_json(policies_dir: Path, tmp_path: Path, index: dict[str, Any], message: str) -> None:
+    model = copy_of(policies_dir, tmp_path)
+    (model / "policies.json").write_text(json.dumps(index))
+    with pytest.raises(PolicyError) as caught:
+        check_model_dir(model)
+    assert str(caught.value) == message.replace("{model}", str(model))
+
+
+def test_policy_set_names_the_policy_that_cannot_be_loaded(policies_dir: Path, tmp_path: Path) -> None:
+    model = copy_of(policies_dir, tmp_path)
+    (model / "policies/Reacher/policy.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(PolicyError, match=rf"^policy 'Reacher': {model}/policies/Reacher/policy.onnx: onnxruntime cannot load it: "):
+        PolicySet.from_dir(model)

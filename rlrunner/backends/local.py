@@ -153,6 +153,11 @@ def curve_lines(rows: Iterable[Mapping[str, float]], *, evaluation: float | None
     }
 
 
+def _single_target(target: float | Mapping[str, float] | None) -> float | None:
+    """The return the curve marks: the stop criterion when it is one number (not one per behaviour)."""
+    return target if isinstance(target, float) else None
+
+
 def plot_learning_curve(
     rows: Iterable[Mapping[str, float]], path: Path, *, title: str, evaluation: float | None = None, target: float | None = None
 ) -> Path | None:
@@ -532,7 +537,7 @@ def run_local(
     if result.exit_code == EXIT_OK:
         result.evaluation = model_files.read_evaluation(run.model)
     curve = log.guard(
-        plot_learning_curve, table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})", target=spec.training.stop.episode_return_mean,
+        plot_learning_curve, table.rows, run.file(CURVE_FILE), title=f"{spec.name} ({plan.run_id})", target=_single_target(spec.training.stop.episode_return_mean),
         evaluation=None if result.evaluation is None else result.evaluation.get("mean"),
     )  # fmt: skip
     result.files = {

@@ -23,7 +23,13 @@ NOT_IDENTITY = {
     "training": ("checkpoint_frequency", "keep_checkpoints"),
 }
 """Fields of these blocks that do not change a training result (connection and bookkeeping settings)."""
-LONGER_TRAINING = ("training.stop.timesteps", "training.stop.iterations", "training.stop.time_s", "training.stop.episode_return_mean")
+LONGER_TRAINING = (
+    "training.stop.timesteps",
+    "training.stop.iterations",
+    "training.stop.time_s",
+    "training.stop.episode_return_mean",
+    "training.stop.evaluation_return_mean",
+)
 """Stop criteria that `--resume` may raise: the run trains longer from its newest checkpoint."""
 
 

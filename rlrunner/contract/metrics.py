@@ -33,8 +33,9 @@ METRIC_NAMES = ("iteration", "timesteps", *TENSORBOARD_TAGS, "time_s")
 FLOAT_REGEX = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 BEHAVIOR_PREFIX = "episode_return_mean."
 """Per-behaviour fields of a multi-agent run: `episode_return_mean.<Name>_team<N>=…` (after the fixed ones)."""
-EXTRA_NAMES = ("agent_timesteps",)
-"""Optional fields: agent steps sampled (multi-agent runs; `timesteps` stays environment steps)."""
+EXTRA_NAMES = ("agent_timesteps", "evaluation_return_mean")
+"""Optional fields: agent steps sampled (multi-agent runs; `timesteps` stays environment steps) and the greedy
+policy's mean return (runs that stop on `training.stop.evaluation_return_mean`)."""
 BEHAVIORS_KEY = "behaviors"
 POOLED_KEY = "agent_episodes"
 """Where the launcher's callback logs per-behaviour and pooled agent-episode metrics under `env_runners/`."""

@@ -308,6 +308,24 @@ def configure_multi_agent(
     return served
 
 
+def configure_evaluation(config: AlgorithmConfig, episodes: int, *, multi_agent: bool) -> None:
+    """The greedy policy after every iteration, in the driver with its own player(s) (`stop.evaluation_return_mean`).
+
+    On the multi-agent path an evaluation episode lasts until every behaviour finished an agent episode,
+    so `episodes` of them give every behaviour at least that many agent episodes.
+    """
+    from rlrunner.entry.unity_env import ROUNDS
+
+    env_config = {**config.env_config, ROUNDS: True} if multi_agent else config.env_config
+    config.evaluation(
+        evaluation_interval=1,
+        evaluation_duration=episodes,
+        evaluation_duration_unit="episodes",
+        evaluation_num_env_runners=0,
+        evaluation_config={"explore": False, "env_config": env_config},
+    )
+
+
 def uses_image_vector_module(experiment: Experiment, module_class: type | None) -> bool:
     """Whether a camera-and-vector behaviour gets rlrunner's ImageVectorModule: no module named, or that one."""
     from rlrunner.schema import BUILTIN_MODULES
@@ -375,6 +393,8 @@ def build_algorithm_config(
     else:
         config.env_runners(num_env_runners=runners, num_envs_per_env_runner=1)
     config.env_runners(create_env_on_local_worker=runners == 0)
+    if training.stop.evaluation_return_mean is not None:
+        configure_evaluation(config, training.evaluation_episodes, multi_agent=multi_agent)
     config.fault_tolerance(
         restart_failed_env_runners=training.restart_failed_env_runners,
         # A crashed player is recreated in place, also when the driver samples (no env runner to restart).
@@ -400,6 +420,7 @@ __all__ = [
     "behavior_policies",
     "conv_filters",
     "policy_model",
+    "configure_evaluation",
     "configure_multi_agent",
     "image_vector_choice",
     "uses_image_vector_module",

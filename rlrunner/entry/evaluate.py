@@ -19,8 +19,7 @@ import numpy as np
 
 from rlrunner.contract.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, RlrunnerError, UsageError
 from rlrunner.contract.model_dir import DEFAULT_EVALUATION_EPISODES, POLICIES_FILE
-from rlrunner.contract.run_dir import read_json
-from rlrunner.policy import OnnxPolicy, read_experiment
+from rlrunner.policy import OnnxPolicy, PolicySet, read_experiment
 from rlrunner.schema import EnvironmentSpec
 from rlrunner.unity.errors import UnityEnvError
 
@@ -29,6 +28,8 @@ DEFAULT_STEP_LIMIT = 1000
 
 EnvFactory = Callable[[Mapping[str, Any]], Any]
 Chooser = Callable[[np.ndarray], np.ndarray]
+Player = Callable[[Any, int], dict[str, Any]]
+"""(env, episodes) -> the evaluation's figures: a policy's, or a `behaviors` map of them."""
 
 
 def evaluate_policy(
@@ -43,63 +44,50 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Play `episodes` episodes with the model dir's policy; return episodes, mean, max, min, mean_length, returns.
 
-    `executable`: the player build; by default the one the model dir's experiment names (see `recorded_executable`).
+    A multi-policy model dir (policies.json) plays until every behaviour has `episodes` agent episodes, and
+    `behaviors` holds each one's figures. `executable`: the player build; by default the one the model dir's
+    experiment names (see `recorded_executable`).
     """
     if episodes < 1:
         raise ValueError(f"episodes: must be >= 1 (got {episodes})")
-    if (Path(model_dir) / POLICIES_FILE).is_file():
-        return evaluate_policies(
-            model_dir, episodes=episodes, greedy=greedy, seed=seed, step_limit=step_limit,
-            executable=executable, env_factory=env_factory,
-        )  # fmt: skip
-    policy = OnnxPolicy.from_dir(model_dir, threads=1)
-    environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
-    if executable is None:
-        executable = chosen_executable(environment)
-    env_config = evaluation_env_config(environment, executable, seed=seed, step_limit=step_limit)
-    choose = make_chooser(policy, greedy=greedy, seed=seed)
-    env = (env_factory or _make_unity_env)(env_config)
-    try:
-        if hasattr(env, "num_envs"):
-            returns, lengths = play_vector(env, choose, episodes, seed=seed)
-        else:
-            returns, lengths = play_single(env, choose, episodes, seed=seed)
-    finally:
-        env.close()
-    return summarize(returns, lengths) | {"greedy": greedy, "seed": seed, "model_dir": str(model_dir)}
-
-
-def evaluate_policies(
-    model_dir: str | Path,
-    *,
-    episodes: int,
-    greedy: bool = True,
-    seed: int | None = None,
-    step_limit: int | None = None,
-    executable: Path | None = None,
-    env_factory: EnvFactory | None = None,
-) -> dict[str, Any]:
-    """A multi-policy model dir: play until every behaviour has `episodes` agent episodes; `behaviors` holds each one's figures."""
-    from rlrunner.entry.unity_env import MULTI_AGENT
-
-    index = read_json(Path(model_dir) / POLICIES_FILE) or {}
-    entries: dict[str, Any] = index.get("policies") or {}
-    choosers = {
-        policy: make_chooser(OnnxPolicy.from_dir(Path(model_dir) / entry["dir"], threads=1), greedy=greedy, seed=seed)
-        for policy, entry in entries.items()
-    }
-    policy_of = {behavior: policy for policy, entry in entries.items() for behavior in entry["behaviors"]}
+    multi_policy = (Path(model_dir) / POLICIES_FILE).is_file()
+    play = (_policies_player if multi_policy else _policy_player)(Path(model_dir), greedy=greedy, seed=seed)
     environment = EnvironmentSpec.model_validate(read_experiment(model_dir)["environment"])
     if executable is None:
         executable = recorded_executable(environment)
     env_config = evaluation_env_config(environment, executable, seed=seed, step_limit=step_limit)
-    env = (env_factory or _make_unity_env)({**env_config, MULTI_AGENT: True, "episode_horizon": 2**31})
+    if multi_policy:
+        from rlrunner.entry.unity_env import MULTI_AGENT
+
+        env_config |= {MULTI_AGENT: True, "episode_horizon": 2**31}
+    env = (env_factory or _make_unity_env)(env_config)
     try:
-        played = play_multi_agent(env, policy_of, choosers, episodes, seed=seed)
+        figures = play(env, episodes)
     finally:
         env.close()
-    behaviors = {name: summarize([r for r, _ in done], [n for _, n in done]) for name, done in sorted(played.items())}
-    return {"behaviors": behaviors, "greedy": greedy, "seed": seed, "model_dir": str(model_dir)}
+    return figures | {"greedy": greedy, "seed": seed, "model_dir": str(model_dir)}
+
+
+def _policy_player(model_dir: Path, *, greedy: bool, seed: int | None) -> Player:
+    choose = make_chooser(OnnxPolicy.from_dir(model_dir, threads=1), greedy=greedy, seed=seed)
+
+    def play(env: Any, episodes: int) -> dict[str, Any]:
+        play_episodes = play_vector if hasattr(env, "num_envs") else play_single
+        return summarize(*play_episodes(env, choose, episodes, seed=seed))
+
+    return play
+
+
+def _policies_player(model_dir: Path, *, greedy: bool, seed: int | None) -> Player:
+    policies = PolicySet.from_dir(model_dir, threads=1)
+    choosers = {name: make_chooser(policy, greedy=greedy, seed=seed) for name, policy in policies.policies.items()}
+    policy_of = policies.policy_of()
+
+    def play(env: Any, episodes: int) -> dict[str, Any]:
+        played = sorted(play_multi_agent(env, policy_of, choosers, episodes, seed=seed).items())
+        return {"behaviors": {name: summarize([r for r, _ in done], [n for _, n in done]) for name, done in played}}
+
+    return play
 
 
 def play_multi_agent(

@@ -39,7 +39,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -322,24 +323,42 @@ def configure_ray_environment() -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
-def start_ray(env: ContainerEnv, num_cpus: int) -> None:
-    """A single-node Ray on 127.0.0.1 without the dashboard (put the source dir on PYTHONPATH first: workers inherit it)."""
+RAY_START_ATTEMPTS = 2
+
+
+def start_ray(env: ContainerEnv, num_cpus: int, *, prestart_workers: bool = True) -> None:
+    """A single-node Ray on 127.0.0.1 without the dashboard (put the source dir on PYTHONPATH first: workers inherit it).
+
+    `prestart_workers=False` when nothing will run in a Ray worker (the driver samples): Ray would start one
+    idle worker per CPU for the first driver, and on 2 cores their imports slow the algorithm's build.
+    """
     import logging
 
     import ray
 
-    try:
-        ray.init(
-            address="local",  # a new cluster, even when `ray start` left one on this machine
-            num_cpus=num_cpus,
-            num_gpus=env.num_gpus,
-            include_dashboard=False,
-            _node_ip_address=LOOPBACK,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
-    except Exception as error:
-        raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {_one_line(_root_cause(error))}") from None
+    if not prestart_workers:
+        os.environ["RAY_prestart_worker_first_driver"] = "0"  # noqa: SIM112 (Ray config names are case-sensitive; the raylet reads it)
+
+    for attempt in range(RAY_START_ATTEMPTS):
+        try:
+            ray.init(
+                address="local",  # a new cluster, even when `ray start` left one on this machine
+                num_cpus=num_cpus,
+                num_gpus=env.num_gpus,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+            )
+            break
+        except Exception as error:
+            reason = _one_line(_root_cause(error))
+            if attempt + 1 == RAY_START_ATTEMPTS:
+                raise InfrastructureError(f"Ray could not start on {LOOPBACK}: {reason}") from None
+            # Ray gives its raylet a fixed 30 s to register; a machine busy with other work can miss that.
+            log(f"Ray did not start ({reason}); starting it once more")
+            with contextlib.suppress(Exception):
+                ray.shutdown()
     install_signal_handlers()  # ray.init installed its own SIGTERM handler (sys.exit), which skips the failure file
 
 
@@ -387,18 +406,71 @@ def add_to_python_path(source_dir: Path | None) -> None:
         os.environ["PYTHONPATH"] = f"{source_dir}{os.pathsep}{path}" if path else str(source_dir)
 
 
-def stop_reason(stop: StopSpec, progress: Progress) -> str | None:
-    """The stop criterion that is met, or None."""
+@dataclass(frozen=True)
+class Returns:
+    """Mean episode returns after an iteration: all agents pooled, and per behaviour (names as the scene reports them)."""
+
+    mean: float | None = None
+    behaviors: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, runners: Any, single: str | None = None) -> Returns:
+        """From RLlib's `env_runners` (or `evaluation/env_runners`) results; `single`: the behaviour of a fast-path run."""
+        if not isinstance(runners, Mapping):
+            return cls()
+        pooled = runners.get(POOLED_KEY)
+        mean = _float((pooled if isinstance(pooled, Mapping) else runners).get("episode_return_mean"))
+        by_name = runners.get(BEHAVIORS_KEY)
+        if isinstance(by_name, Mapping):
+            found = {name: _float(stats.get("episode_return_mean")) for name, stats in by_name.items() if isinstance(stats, Mapping)}
+            return cls(mean, {name: value for name, value in found.items() if value is not None})
+        return cls(mean, {single: mean} if single is not None and mean is not None else {})
+
+    def of_behavior(self, name: str) -> dict[str, float]:
+        """The means of the behaviour `name` names: itself, or without `?team=N` every team of it."""
+        return {full: mean for full, mean in self.behaviors.items() if name in (full, full.partition("?team=")[0])}
+
+
+def _target_met(criterion: str, target: float | Mapping[str, float] | None, returns: Returns) -> str | None:
+    """Why a return criterion is met (every behaviour it names at its value; a name without `?team=N`: all its teams), or None."""
+    if target is None:
+        return None
+    if not isinstance(target, Mapping):
+        met = returns.mean is not None and returns.mean >= target
+        return f"{criterion} {returns.mean:.4g} >= {target}" if met else None
+    reached = []
+    for name, value in target.items():
+        means = returns.of_behavior(name)
+        if not means or any(mean < value for mean in means.values()):
+            return None
+        reached += [f"{full} {mean:.4g}" for full, mean in sorted(means.items())]
+    return f"{criterion} {', '.join(reached)} >= {dict(target)}"
+
+
+def stop_reason(stop: StopSpec, progress: Progress, trained: Returns | None = None, evaluated: Returns | None = None) -> str | None:
+    """The stop criterion that is met, or None (`trained`/`evaluated`: the last iteration's returns)."""
     if stop.timesteps is not None and progress.timesteps >= stop.timesteps:
         return f"timesteps {progress.timesteps} >= {stop.timesteps}"
     if stop.iterations is not None and progress.iteration >= stop.iterations:
         return f"iterations {progress.iteration} >= {stop.iterations}"
-    mean = progress.episode_return_mean
-    if stop.episode_return_mean is not None and mean is not None and mean >= stop.episode_return_mean:
-        return f"episode_return_mean {mean:.4g} >= {stop.episode_return_mean}"
+    reason = _target_met("episode_return_mean", stop.episode_return_mean, trained or Returns(progress.episode_return_mean))
+    reason = reason or _target_met("evaluation_return_mean", stop.evaluation_return_mean, evaluated or Returns())
+    if reason:
+        return reason
     if stop.time_s is not None and progress.time_s >= stop.time_s:
         return f"time_s {progress.time_s:.0f} >= {stop.time_s}"
     return None
+
+
+def check_stop_behaviors(stop: StopSpec, behaviors: Iterable[str]) -> None:
+    """A behaviour named by a stop criterion must be in the scene (names with or without `?team=N`)."""
+    present = set(behaviors)
+    known = present | {name.partition("?team=")[0] for name in present}
+    for name, criteria in stop.behavior_targets().items():
+        if name not in known:
+            raise InvalidSpecError(
+                f"training.stop.{criteria[0]}.{name}: the scene has no behaviour {name!r}; it has {', '.join(sorted(present))}"
+            )
 
 
 LEARNER_STATISTICS = {
@@ -447,6 +519,7 @@ def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str
     values["learn_time_s"] = _float(timers.get("learner_update_timer"))
     values["iteration_time_s"] = seconds
     values["time_s"] = round(progress.time_s, 3)
+    values["evaluation_return_mean"] = Returns.of((result.get("evaluation") or {}).get("env_runners")).mean
     behaviors = runners.get(BEHAVIORS_KEY)
     if isinstance(behaviors, Mapping):
         lifetime = runners.get("num_agent_steps_sampled_lifetime")  # by agent id
@@ -456,13 +529,6 @@ def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str
             if isinstance(stats, Mapping):
                 values[behavior_metric(name)] = _float(stats.get("episode_return_mean"))
     return values
-
-
-def _return_mean(result: Mapping[str, Any]) -> float | None:
-    runners = result.get("env_runners") or {}
-    pooled = runners.get(POOLED_KEY)
-    source = pooled if isinstance(pooled, Mapping) else runners
-    return _float(source.get("episode_return_mean"))
 
 
 def _float(value: Any) -> float | None:
@@ -524,9 +590,10 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
                 algo_config.check_spaces(experiment.algorithm.name, observation_space, action_space)
         except algo_config.AlgorithmSetupError as error:
             raise InvalidSpecError(str(error)) from None
+        check_stop_behaviors(experiment.training.stop, scene.spaces)
         if cluster is None:
             runners = algo_config.resolve_env_runners(experiment.training.env_runners, num_cpus)
-            start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)))
+            start_ray(env, max(env.num_cpus, algo_config.required_cpus(runners)), prestart_workers=runners > 0)
         ray_s = time.monotonic() - started - probe_s
     finally:
         config, configure_s = configured.result()
@@ -567,7 +634,8 @@ def train(env: ContainerEnv, experiment: Experiment, cluster: HeadCluster | None
         except Exception as error:  # only a report: training goes on
             log(f"warning: could not locate the env runners: {_one_line(error)}")
     try:
-        return _train_loop(env, experiment, algo, behaviors_meta(scene.behaviors), policies)
+        single = next(iter(scene.spaces)) if policies is None else None
+        return _train_loop(env, experiment, algo, behaviors_meta(scene.behaviors), policies, single)
     finally:
         with contextlib.suppress(Exception):
             algo.stop()
@@ -702,7 +770,9 @@ def _train_loop(
     algo: Any,
     scene: Mapping[str, Any] | None = None,
     policies: Mapping[str, list[str]] | None = None,
+    single: str | None = None,
 ) -> Path:
+    """Train to a stop criterion (`single`: the one behaviour of a fast-path run, for per-behaviour criteria)."""
     training = experiment.training
     store = CheckpointStore(env.checkpoint_dir, training.keep_checkpoints)
     for path in store.clean():
@@ -737,7 +807,7 @@ def _train_loop(
     _stop.in_loop, _stop.signum = True, None
     writer = tensorboard_writer(env, progress.timesteps)
     try:
-        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer, meta, curriculum)
+        saved = _iterate(experiment, algo, store, progress, saved, started, reason, writer, meta, curriculum, single)
     except Interrupted as interrupt:  # the iteration in flight did not finish within the grace time
         last = store.newest()
         raise Stopped(interrupt.signum, last.path if last else None, last.progress if last else progress, abandoned=True) from None
@@ -752,7 +822,7 @@ def _train_loop(
 
 def _iterate(
     experiment: Experiment, algo: Any, store: CheckpointStore, progress: Progress, saved: Any, started: float, reason: str | None,
-    writer: Any, meta: dict[str, Any], curriculum: Curriculum | None = None,
+    writer: Any, meta: dict[str, Any], curriculum: Curriculum | None = None, single: str | None = None,
 ) -> Any:
     training = experiment.training
     while reason is None:
@@ -764,19 +834,20 @@ def _iterate(
             raise RunFailedError(f"training failed in iteration {progress.iteration + 1}: {_one_line(_root_cause(error))}") from None
         if _stop.signum is not None:
             signal.alarm(0)  # the iteration finished in time; the checkpoint below may take what it needs
+        trained = Returns.of(result.get("env_runners"), single)
         progress = Progress(
             iteration=int(algo.iteration),
             timesteps=int(result.get("num_env_steps_sampled_lifetime", 0)),
             time_s=time.monotonic() - started,
-            episode_return_mean=_return_mean(result),
+            episode_return_mean=trained.mean,
         )
         values = iteration_metrics(result, progress)
         print(format_metrics_line(values), flush=True)
         write_tensorboard(writer, values)
         if curriculum is not None:
-            advance_curriculum(curriculum, algo, values)
+            advance_curriculum(curriculum, algo, values, trained)
             meta[CURRICULUM_META] = curriculum.state()
-        reason = stop_reason(training.stop, progress)
+        reason = stop_reason(training.stop, progress, trained, Returns.of((result.get("evaluation") or {}).get("env_runners"), single))
         if reason is None and _stop.signum is not None:
             reason = f"{signal.Signals(_stop.signum).name} received (a stop: checkpointing to resume later)"
         if reason is not None or progress.iteration % training.checkpoint_frequency == 0:
@@ -793,11 +864,15 @@ CURRICULUM_META = "curriculum_lessons"
 """Where a checkpoint's meta records the lesson of every curriculum parameter (a resume continues there)."""
 
 
-def advance_curriculum(curriculum: Curriculum, algo: Any, values: Mapping[str, Any]) -> None:
-    """After an iteration: move the curricula whose lesson is done, and send their new values to every player."""
+def advance_curriculum(curriculum: Curriculum, algo: Any, values: Mapping[str, Any], trained: Returns) -> None:
+    """After an iteration: move the curricula whose lesson is done, and send their new values to every player.
+
+    A lesson's `behavior` is matched as stop criteria match it (without `?team=N`: the mean of its teams).
+    """
     criteria = [lesson.completion_criteria for spec in curriculum.parameters.values() for lesson in spec.curriculum]
     behaviors = {c.behavior for c in criteria if c is not None and c.behavior}
-    means = {name: values[behavior_metric(name)] for name in behaviors if values.get(behavior_metric(name)) is not None}
+    found = {name: list(trained.of_behavior(name).values()) for name in behaviors}
+    means = {name: sum(teams) / len(teams) for name, teams in found.items() if teams}
     changed = curriculum.advance(values.get("episode_return_mean"), int(values.get("episodes") or 0), means)
     if changed:
         reached = send_lessons(algo, curriculum.values(changed))

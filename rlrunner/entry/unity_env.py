@@ -18,10 +18,12 @@ from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityGymEnv, UnityVectorEnv
 from rlrunner.unity.launch import LaunchOptions, launch_unity
 from rlrunner.unity.players import PlayersVectorEnv, open_players
-from rlrunner.unity.spaces import Converter, ImageVectorLayout
+from rlrunner.unity.spaces import ImageVectorLayout, scene_converters
 
 MULTI_AGENT = "multi_agent"
 """The env_config key that selects ``UnityMultiAgentEnv`` (set by the launcher when the fast path does not apply)."""
+ROUNDS = "rounds"
+"""The env_config key of the evaluation's ``UnityMultiAgentEnv``: an RLlib episode per round of agent episodes."""
 
 
 def unity_env_config(
@@ -117,7 +119,10 @@ def _make_multi_agent_env(env_config: Mapping[str, Any]) -> Any:
     base = _start_player(env_config, environment, environment.num_areas, _worker_index(env_config))
     try:
         return UnityMultiAgentEnv(
-            base, episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)), **_adapter_options(environment)
+            base,
+            episode_horizon=int(env_config.get("episode_horizon", EPISODE_HORIZON)),
+            rounds=bool(env_config.get(ROUNDS)),
+            **_adapter_options(environment),
         )
     except BaseException:
         base.close()
@@ -153,18 +158,15 @@ def probe_scene(env_config: Mapping[str, Any]) -> Scene:
     try:
         base.reset()  # the specs arrive with the first message that carries agents
         specs = dict(base.behavior_specs)
-        if not specs:
-            raise UnityEnvError("unity_env: the environment reported no behaviours")
-        spaces: dict[str, tuple[Any, Any]] = {}
-        agents: dict[str, int] = {}
-        layouts: dict[str, ImageVectorLayout] = {}
-        for name in sorted(specs):
-            conv = Converter(specs[name], environment.uint8_visual, environment.flatten_branched, environment.allow_multiple_obs)
-            spaces[name] = (conv.observation_space, conv.action_space)
-            if conv.layout is not None:
-                layouts[name] = conv.layout
-            decision, _ = base.get_steps(name)
-            agents[name] = len(decision)
+        converters = scene_converters(
+            specs,
+            uint8_visual=environment.uint8_visual,
+            flatten_branched=environment.flatten_branched,
+            allow_multiple_obs=environment.allow_multiple_obs,
+        )
+        spaces = {name: (conv.observation_space, conv.action_space) for name, conv in converters.items()}
+        agents = {name: len(base.get_steps(name)[0]) for name in converters}
+        layouts = {name: conv.layout for name, conv in converters.items() if conv.layout is not None}
         return Scene(spaces=spaces, agents=agents, behaviors=scene_behaviors(specs), layouts=layouts)
     finally:
         base.close()
@@ -180,4 +182,4 @@ def _environment(env_config: Mapping[str, Any]) -> EnvironmentSpec:
     return environment
 
 
-__all__ = ["MULTI_AGENT", "Scene", "launch_options", "make_unity_env", "probe_scene", "unity_env_config"]
+__all__ = ["MULTI_AGENT", "ROUNDS", "Scene", "launch_options", "make_unity_env", "probe_scene", "unity_env_config"]

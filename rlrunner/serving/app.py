@@ -1,8 +1,8 @@
 """The inference server's ASGI app (Starlette): SageMaker's `GET /ping` and `POST /invocations`.
 
-The model loads in a background thread, so the port answers at once; `/ping` says 503 until the
-policy is loaded (or forever, with the reason, if it cannot be). Every refused request gets a 4xx
-JSON `{"error": ...}`; the app never lets a bad request reach a 500.
+The model loads in a background thread, so the port answers at once; `/ping` says 503 until every
+policy of the model dir is loaded (or forever, with the reason and the policy, if one cannot be). Every
+refused request gets a 4xx JSON `{"error": ...}`; the app never lets a bad request reach a 500.
 """
 
 from __future__ import annotations
@@ -20,29 +20,30 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rlrunner.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy, PolicySet
 from rlrunner.serving import protocol
 
 log = logging.getLogger("rlrunner.serving")
 
 JSON = "application/json"
-Loader = Callable[[], OnnxPolicy]
+Loader = Callable[[], OnnxPolicy | PolicySet]
 
 
 class ModelState:
-    """The policy behind the server: loading, loaded, or failed with a reason."""
+    """The policies behind the server: loading, loaded (all of them), or failed with a reason."""
 
     def __init__(self, loader: Loader) -> None:
         self._loader = loader
-        self.policy: OnnxPolicy | None = None
+        self.policies: PolicySet | None = None
         self.error: str | None = None
         self.loaded = threading.Event()
 
     def load(self) -> None:
-        """Load the policy (in a background thread); record the failure instead of raising."""
+        """Load the policies (in a background thread); record the failure instead of raising."""
         try:
-            self.policy = self._loader()
-            log.info("model loaded from %s", self.policy.source)
+            loaded = self._loader()
+            self.policies = PolicySet.single(loaded) if isinstance(loaded, OnnxPolicy) else loaded
+            log.info("model loaded from %s: %s", self.policies.source, self.policies.summary())
         except Exception as error:  # any failure leaves /ping at 503 with the reason
             self.error = f"model: cannot load: {error}"
             log.error("%s", self.error)
@@ -103,23 +104,25 @@ def create_app(
         if model_dir is None:
             raise ValueError("create_app: give model_dir or loader")
         path = Path(model_dir)
-        loader = lambda: OnnxPolicy.from_dir(path, threads=threads)  # noqa: E731
+        loader = lambda: PolicySet.from_dir(path, threads=threads)  # noqa: E731
     state = ModelState(loader)
 
     async def ping(request: Request) -> Response:
-        if state.policy is None:
+        if state.policies is None:
             return error_response(503, state.unavailable())
         return Response(status_code=200)
 
     async def invocations(request: Request) -> Response:
-        policy = state.policy
-        if policy is None:
+        policies = state.policies
+        if policies is None:
             return error_response(503, state.unavailable())
         try:
             content_type = request.headers.get("content-type")
             protocol.check_content_type(content_type)  # before reading a body that is not JSON
             body = await read_body(request, max_body_bytes, body_timeout_s)
-            return json_response(protocol.handle(policy, body, content_type, request.query_params.get("return")))
+            query = request.query_params
+            answer = protocol.handle(policies, body, content_type, query.get("return"), query.get("policy"))
+            return json_response(answer)
         except protocol.RequestError as error:
             return error_response(error.status, error.message)
         except ClientDisconnect:  # nobody is left to answer
@@ -127,9 +130,9 @@ def create_app(
             return error_response(400, "body: client disconnected")
 
     async def describe(request: Request) -> Response:
-        if state.policy is None:
+        if state.policies is None:
             return error_response(503, state.unavailable())
-        return json_response(protocol.dumps(protocol.describe(state.policy)))
+        return json_response(protocol.dumps(protocol.describe(state.policies)))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -7,6 +7,8 @@ Accepted request bodies (JSON):
 * `{"instances": [[...], ...]}` or `{"instances": [{"observations": [...]}, ...]}` - TF-Serving rows;
 * a bare JSON array - a batch.
 Extra outputs are asked for with `"return": ["actions", "probabilities", "logits"]` (or `?return=...`).
+A multi-policy model dir needs the policy named, `"policy": "Walker"` (or `?policy=...`): a policy name, or a
+behaviour name as the scene reports it (`Walker?team=0`) or without `?team=N`; a single-policy dir ignores it.
 The answer is `{"actions": [...]}`, plus `action_probs` and `logits` when asked.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlrunner.contract.model_dir import ACTIONS, DIST_INPUTS
-from rlrunner.policy import ObservationError, OnnxPolicy, action_probabilities
+from rlrunner.policy import ObservationError, OnnxPolicy, PolicySet, action_probabilities
 
 try:  # orjson parses and writes the float arrays several times faster than json; optional
     import orjson
@@ -46,11 +48,13 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class Invocation:
-    """A parsed request: the raw observations (checked later against the model), where they were, what to return."""
+    """A parsed request: the raw observations (checked later against the model), where they were, what to return,
+    which policy (None: not named)."""
 
     observations: Any
     where: str
     returns: tuple[str, ...]
+    policy: str | None = None
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -90,13 +94,49 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def parse_invocation(payload: Any, query_return: str | None = None) -> Invocation:
-    """Find the observations in any accepted form and the outputs asked for."""
+def parse_invocation(payload: Any, query_return: str | None = None, query_policy: str | None = None) -> Invocation:
+    """Find the observations in any accepted form, the outputs asked for and the policy named."""
     observations, where = _observations(payload)
     asked: Any = payload.get("return") if isinstance(payload, dict) else None
     if query_return is not None:
         asked = query_return
-    return Invocation(observations, where, parse_returns(asked))
+    return Invocation(observations, where, parse_returns(asked), parse_policy(payload, query_policy))
+
+
+def parse_policy(payload: Any, query_policy: str | None = None) -> str | None:
+    """The policy a request names: `"policy"` in a JSON object body, or `?policy=` (both: they must agree)."""
+    named: Any = payload.get("policy") if isinstance(payload, dict) else None
+    if named is not None and (not isinstance(named, str) or not named.strip()):
+        raise RequestError(400, f"policy: expected a policy or behaviour name, got {named!r}")
+    if query_policy is not None:
+        if not query_policy.strip():
+            raise RequestError(400, "?policy=: expected a policy or behaviour name, got ''")
+        if named is not None and named.strip() != query_policy.strip():
+            raise RequestError(400, f"policy: the body names {named!r}, ?policy= names {query_policy!r}; name one")
+        named = query_policy
+    return named.strip() if named is not None else None
+
+
+def select_policy(policies: PolicySet, name: str | None) -> OnnxPolicy:
+    """The policy a request selects: the only one of a single-policy dir; by name (see `PolicySet.find`) otherwise."""
+    if not policies.multi:
+        return next(iter(policies.policies.values()))
+    if name is None:
+        count = len(policies.policies)
+        raise RequestError(400, f'policy: this model dir holds {count} policies; name one with "policy" ({_listing(policies)})')
+    found = policies.find(name)
+    if not found:
+        raise RequestError(400, f"policy: unknown {name!r} (policies: {_listing(policies)})")
+    if len(found) > 1:
+        matches = ", ".join(found)
+        raise RequestError(400, f"policy: {name!r} matches {matches}; name the policy, or the behaviour with its ?team=N")
+    return policies.policies[found[0]]
+
+
+def _listing(policies: PolicySet) -> str:
+    return "; ".join(
+        f"{name} <- {', '.join(behaviors)}" if behaviors else name for name, behaviors in policies.behaviors.items()
+    )
 
 
 def _observations(payload: Any) -> tuple[Any, str]:
@@ -163,10 +203,18 @@ def invoke(policy: OnnxPolicy, invocation: Invocation) -> dict[str, Any]:
     return response
 
 
-def handle(policy: OnnxPolicy, body: bytes, content_type: str | None, query_return: str | None = None) -> bytes:
+def handle(
+    policies: OnnxPolicy | PolicySet,
+    body: bytes,
+    content_type: str | None,
+    query_return: str | None = None,
+    query_policy: str | None = None,
+) -> bytes:
     """One `/invocations` request, from body bytes to response bytes; RequestError for a bad request."""
     check_content_type(content_type)
-    return dumps(invoke(policy, parse_invocation(loads(body), query_return)))
+    invocation = parse_invocation(loads(body), query_return, query_policy)
+    policy = policies if isinstance(policies, OnnxPolicy) else select_policy(policies, invocation.policy)
+    return dumps(invoke(policy, invocation))
 
 
 def error_body(message: str) -> bytes:
@@ -174,8 +222,25 @@ def error_body(message: str) -> bytes:
     return dumps({"error": message})
 
 
-def describe(policy: OnnxPolicy) -> dict[str, Any]:
-    """What `GET /` answers: the model's spaces and the accepted forms."""
+def describe(policies: OnnxPolicy | PolicySet) -> dict[str, Any]:
+    """What `GET /` answers: the model's spaces and the accepted forms (each policy's, with its behaviours, for several)."""
+    if isinstance(policies, OnnxPolicy):
+        policies = PolicySet.single(policies)
+    if not policies.multi:
+        return _describe_policy(next(iter(policies.policies.values()))) | {"accepts": FORMS, "return": list(RETURNABLE)}
+    described = {
+        name: {"behaviors": list(policies.behaviors[name])} | _describe_policy(policy)
+        for name, policy in policies.policies.items()
+    }
+    return {
+        "policies": described,
+        "policy": 'required: "policy" (or ?policy=) names a policy, or a behaviour with or without ?team=N',
+        "accepts": FORMS,
+        "return": list(RETURNABLE),
+    }
+
+
+def _describe_policy(policy: OnnxPolicy) -> dict[str, Any]:
     space = policy.action_space
     action: dict[str, Any] = {"type": space.kind}
     if space.kind == "discrete":
@@ -189,8 +254,6 @@ def describe(policy: OnnxPolicy) -> dict[str, Any]:
         "action_space": action,
         "algorithm": policy.metadata.algorithm,
         "run_id": policy.metadata.run_id,
-        "accepts": FORMS,
-        "return": list(RETURNABLE),
     }
 
 

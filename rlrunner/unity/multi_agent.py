@@ -34,7 +34,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import _MAX_SILENT_STEPS, _player_errors, _rewards
-from rlrunner.unity.spaces import Converter, Obs
+from rlrunner.unity.spaces import Converter, Obs, scene_converters
 
 with warnings.catch_warnings():
     # mlagents-envs 0.28's generated code uses protobuf 3's deprecated descriptor factories.
@@ -84,20 +84,23 @@ class UnityMultiAgentEnv(MultiAgentEnv):
         allow_multiple_obs: bool = False,
         max_episode_steps: int | None = None,
         episode_horizon: int = EPISODE_HORIZON,
+        rounds: bool = False,
     ) -> None:
+        """`rounds`: an RLlib episode ends as soon as every behaviour finished an agent episode in it (evaluation:
+        N RLlib episodes give every behaviour at least N agent episodes, instead of N horizons of steps)."""
         super().__init__()  # type: ignore[no-untyped-call]
         self._env = env
         self._fresh = not env.behavior_specs
         if self._fresh:
             with _player_errors(env, "reset()"):
                 env.reset()  # specs arrive with the first message that carries agents
-        self.behaviors = sorted(env.behavior_specs)
-        if not self.behaviors:
-            raise UnityEnvError("unity_env: the environment reported no behaviours")
-        self._conv = {
-            name: Converter(env.behavior_specs[name], uint8_visual, flatten_branched, allow_multiple_obs)
-            for name in self.behaviors
-        }
+        self._conv = scene_converters(
+            env.behavior_specs,
+            uint8_visual=uint8_visual,
+            flatten_branched=flatten_branched,
+            allow_multiple_obs=allow_multiple_obs,
+        )
+        self.behaviors = list(self._conv)
         self.possible_agents = [f"{name}{AGENT_SEPARATOR}{n}" for name in self.behaviors for n in range(AGENT_IDS)]
         self.agents = []
         self.observation_spaces = None
@@ -110,6 +113,8 @@ class UnityMultiAgentEnv(MultiAgentEnv):
         )
         self._max_episode_steps = max_episode_steps
         self._horizon = episode_horizon
+        self._rounds = rounds
+        self._finished_in_episode: set[str] = set()
         self._live: dict[tuple[str, int], _Agent] = {}
         self._waiting: dict[str, DecisionSteps] = {}  # decisions Unity waits for, per behaviour
         self._steps_now: dict[str, tuple[DecisionSteps, TerminalSteps]] = {}
@@ -172,6 +177,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):
                     agent.unity_length += 1
         self._next_index = dict.fromkeys(self.behaviors, 0)
         self._steps = 0
+        self._finished_in_episode = set()
         for agent in self._live.values():
             agent.agent_id = ""  # a new RLlib episode: new ids when they next decide
         obs: dict[Any, Obs] = {}
@@ -213,7 +219,11 @@ class UnityMultiAgentEnv(MultiAgentEnv):
             everyone = terminateds if all(terminateds.get(aid) for aid in self._open) else truncateds
             everyone["__all__"] = True
             self._drop_ids()
-        elif self._steps >= self._horizon or max(self._next_index.values()) >= AGENT_IDS // 2:
+        elif (
+            self._steps >= self._horizon
+            or max(self._next_index.values()) >= AGENT_IDS // 2
+            or (self._rounds and len(self._finished_in_episode) == len(self.behaviors))
+        ):
             self._cut(obs, rewards, truncateds)
         else:
             self._open = {aid for aid in (self._open | set(obs)) if aid not in ended}
@@ -299,10 +309,13 @@ class UnityMultiAgentEnv(MultiAgentEnv):
                     limit = self._max_episode_steps
                     if limit is not None and agent.decisions + 1 >= limit:
                         # Unity cannot reset one agent: its RLlib agent episode ends here and it
-                        # goes on under a new id from the same observation.
+                        # goes on under a new id from the same observation; the metrics count the
+                        # episode so far as one (as the fast path's truncated episodes count).
                         obs[agent.agent_id] = observation
                         truncateds[agent.agent_id] = True
                         agent.agent_id = ""
+                        self._record(name, agent.unity_return, agent.unity_length)
+                        agent.unity_return, agent.unity_length = 0.0, 0
                 if not agent.agent_id:
                     agent.agent_id = self._new_id(name)
                     agent.decisions = 0
@@ -327,7 +340,7 @@ class UnityMultiAgentEnv(MultiAgentEnv):
             if agent is None:
                 continue  # ended before it ever decided: nothing RLlib saw
             reward = float(terminal_rewards[row])
-            self._finished[name].append((agent.unity_return + reward, agent.unity_length))
+            self._record(name, agent.unity_return + reward, agent.unity_length)
             if not agent.agent_id:
                 continue  # its RLlib agent episode was already cut; this reward belongs to no step
             interrupted = bool(terminal.interrupted[row])
@@ -335,6 +348,10 @@ class UnityMultiAgentEnv(MultiAgentEnv):
             rewards[agent.agent_id] = rewards.get(agent.agent_id, 0.0) + reward
             terminateds[agent.agent_id] = not interrupted
             truncateds[agent.agent_id] = interrupted
+
+    def _record(self, name: str, episode_return: float, length: int) -> None:
+        self._finished[name].append((episode_return, length))
+        self._finished_in_episode.add(name)
 
     def _drop_ids(self) -> None:
         for agent in self._live.values():

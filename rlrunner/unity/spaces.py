@@ -1,13 +1,13 @@
 """Gymnasium spaces of one ML-Agents behaviour, and the conversions to and from mlagents arrays.
 
-Shared by every adapter (``gym_env``; a multi-agent adapter can use it per behaviour).
+Shared by every adapter (``gym_env``; ``multi_agent`` and the scene probe per behaviour: ``scene_converters``).
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
@@ -194,4 +194,13 @@ class Converter:
         return tuple(np.ones((count, b), dtype=np.int8) for b in branches)
 
 
-__all__ = ["ActionFlattener", "Converter", "ImageVectorLayout", "Obs"]
+def scene_converters(
+    specs: Mapping[str, BehaviorSpec], *, uint8_visual: bool, flatten_branched: bool, allow_multiple_obs: bool
+) -> dict[str, Converter]:
+    """A ``Converter`` per behaviour of a scene, in name order; an error when the scene reported none."""
+    if not specs:
+        raise UnityEnvError("unity_env: the environment reported no behaviours")
+    return {name: Converter(specs[name], uint8_visual, flatten_branched, allow_multiple_obs) for name in sorted(specs)}
+
+
+__all__ = ["ActionFlattener", "Converter", "ImageVectorLayout", "Obs", "scene_converters"]

@@ -290,6 +290,21 @@ def test_run_local_trains_basic_end_to_end(tmp_path: Path, sessions: list[int]) 
     assert not run_processes(sessions=[record["launcher_pid"]])
 
 
+def test_readme_job_trains_basic_to_the_seeds_reward_and_stops_there(tmp_path: Path, sessions: list[int]) -> None:
+    """The README's main job as it is: it stops when the greedy policy reaches the seed's reward, well before its step cap."""
+    spec, job, spec_dir = planned(BASIC_PPO)
+    assert spec.training.stop.evaluation_return_mean == 0.92 and spec.training.stop.timesteps == 10000
+    run_dir = tmp_path / "run"
+    result = local.run_local(spec, job, spec_dir=spec_dir, run_dir=run_dir, stream=io.StringIO(), on_start=lambda p: sessions.append(p.pid))
+    log = (run_dir / "launcher.log").read_text()
+    assert result.exit_code == 0, log[-4000:]
+    rows = metrics_rows(run_dir)
+    assert "stopped: evaluation_return_mean" in log and rows[-1]["evaluation_return_mean"] >= 0.92
+    assert all(row["evaluation_return_mean"] < 0.92 for row in rows[:-1]) and rows[-1]["timesteps"] < 10000
+    evaluation = json.loads((run_dir / "model" / "evaluation.json").read_text())
+    assert evaluation["episodes"] == 20 and evaluation["mean"] >= 0.92  # the exported policy, greedy, as the README says
+
+
 def rlrunner_cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from rlrunner.cli import main; main()", *args]
 

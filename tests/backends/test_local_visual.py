@@ -3,34 +3,18 @@ VisualBasic player (PNG-compressed 1x21 RGB images), mlagents_envs and Ray, with
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from shared import EXPERIMENTS, QUICK_TRAINING
+from shared import EXPERIMENTS, QUICK_TRAINING, run_local_spec
 
-from rlrunner.backends import local
 from rlrunner.contract.checkpoints import CheckpointStore
 from rlrunner.contract.errors import EXIT_INVALID
-from rlrunner.loader import load_spec
 from rlrunner.processes import run_processes
-from rlrunner.runner import plan
 
 VISUAL = EXPERIMENTS / "visual_basic_ppo.yaml"
-
-
-def run(tmp_path: Path, sessions: list[int], *overrides: str) -> tuple[Any, Path, str]:
-    experiment_spec, document = load_spec(VISUAL, overrides)
-    job = plan(experiment_spec, spec_dir=document.base_dir, local=True)
-    run_dir = tmp_path / "run"
-    stream = io.StringIO()
-    result = local.run_local(
-        experiment_spec, job, spec_dir=document.base_dir, run_dir=run_dir, stream=stream, on_start=lambda p: sessions.append(p.pid)
-    )
-    return result, run_dir, stream.getvalue()
 
 
 def _op_types(path: Path) -> set[str]:
@@ -41,7 +25,7 @@ def _op_types(path: Path) -> set[str]:
 
 @pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
 def test_run_local_trains_the_camera_scene_with_a_cnn(tmp_path: Path, sessions: list[int]) -> None:
-    result, run_dir, output = run(tmp_path, sessions, *QUICK_TRAINING, "training.stop.timesteps=500", "training.evaluation_episodes=2")
+    result, run_dir, output = run_local_spec(VISUAL, tmp_path, sessions, *QUICK_TRAINING, "training.stop.timesteps=500", "training.evaluation_episodes=2")
     assert result.exit_code == 0, output[-4000:]
     log = (run_dir / "launcher.log").read_text()
     assert "CNN encoder: conv_filters [[16, [1, 3], 1], [32, [1, 3], [1, 2]]] chosen for the small 1x21x3 images" in log
@@ -100,7 +84,7 @@ def test_run_local_trains_the_camera_scene_with_a_cnn(tmp_path: Path, sessions: 
     ids=["single", "per-behaviour"],
 )
 def test_run_local_conv_filters_that_do_not_fit_the_image_exit_3(tmp_path: Path, sessions: list[int], override: str, where: str) -> None:
-    result, run_dir, output = run(tmp_path, sessions, *QUICK_TRAINING, override)
+    result, run_dir, output = run_local_spec(VISUAL, tmp_path, sessions, *QUICK_TRAINING, override)
     assert result.exit_code == EXIT_INVALID, output[-4000:]
     failure = (run_dir / "output" / "failure").read_text().strip()
     assert failure.startswith(f"{where}.conv_filters[0] [16, [3, 3], 1, 'valid']: does not fit the 1x21x3 image observation")
@@ -114,7 +98,7 @@ def test_run_local_camera_scene_on_the_multi_agent_path_gets_the_cnn_per_policy(
     from rlrunner.entry.export import load_rl_module
 
     overrides = (*QUICK_TRAINING, "training.stop.timesteps=250", "training.evaluation_episodes=1", "behaviors={VisualBasic: {}}")
-    result, run_dir, output = run(tmp_path, sessions, *overrides)
+    result, run_dir, output = run_local_spec(VISUAL, tmp_path, sessions, *overrides)
     assert result.exit_code == 0, output[-4000:]
     log = (run_dir / "launcher.log").read_text()
     assert "multi-agent path: 1 behaviour(s)" in log

@@ -146,6 +146,49 @@ def test_stop_reason_names_the_criterion_met() -> None:
     assert train_unity.stop_reason(StopSpec(time_s=10.0), Progress(1, 0, 12.0)) == "time_s 12 >= 10.0"
 
 
+def test_stop_on_returns_per_behaviour_and_of_the_greedy_evaluation() -> None:
+    progress = Progress(iteration=3, timesteps=1500, time_s=4.0)
+    multi = {"agent_episodes": {"episode_return_mean": 0.5},
+             "behaviors": {"Walker?team=0": {"episode_return_mean": 0.95}, "Walker?team=1": {"episode_return_mean": 0.85},
+                           "Runner?team=0": {"episode_return_mean": 0.2}}}
+    trained = train_unity.Returns.of(multi)
+    assert trained.mean == 0.5 and set(trained.behaviors) == {"Walker?team=0", "Walker?team=1", "Runner?team=0"}
+    # a name without ?team=N covers every team: both must reach the value
+    assert train_unity.stop_reason(StopSpec(episode_return_mean={"Walker": 0.9}), progress, trained) is None
+    reached = train_unity.stop_reason(StopSpec(episode_return_mean={"Walker": 0.8}), progress, trained)
+    assert reached == "episode_return_mean Walker?team=0 0.95, Walker?team=1 0.85 >= {'Walker': 0.8}"
+    assert train_unity.stop_reason(StopSpec(episode_return_mean={"Walker?team=0": 0.9}), progress, trained)
+    assert train_unity.stop_reason(StopSpec(episode_return_mean={"Walker?team=0": 0.9, "Runner": 0.3}), progress, trained) is None
+    assert train_unity.stop_reason(StopSpec(episode_return_mean=0.5), progress, trained) == "episode_return_mean 0.5 >= 0.5"
+    # a fast-path run reports no behaviours: its one behaviour's mean is the pooled one
+    single = train_unity.Returns.of({"episode_return_mean": 0.93}, "Basic?team=0")
+    assert train_unity.stop_reason(StopSpec(episode_return_mean={"Basic": 0.92}), progress, single)
+    # the greedy evaluation: only its own returns count (none before the first evaluation)
+    stop = StopSpec(evaluation_return_mean=0.92, timesteps=10000)
+    assert train_unity.stop_reason(stop, progress, single) is None
+    assert train_unity.stop_reason(stop, progress, single, train_unity.Returns.of({"episode_return_mean": 0.9})) is None
+    evaluated = train_unity.Returns.of({"episode_return_mean": 0.93})
+    assert train_unity.stop_reason(stop, progress, single, evaluated) == "evaluation_return_mean 0.93 >= 0.92"
+    assert train_unity.stop_reason(stop, Progress(iteration=20, timesteps=10000, time_s=9.0), single) == "timesteps 10000 >= 10000"
+
+
+def test_stop_criterion_naming_a_behaviour_the_scene_lacks_is_a_spec_error() -> None:
+    scene = ["Runner?team=0", "Walker?team=0"]
+    train_unity.check_stop_behaviors(StopSpec(episode_return_mean={"Walker": 0.9}, evaluation_return_mean={"Runner?team=0": 0.5}), scene)
+    with pytest.raises(train_unity.InvalidSpecError) as error:
+        train_unity.check_stop_behaviors(StopSpec(timesteps=10, evaluation_return_mean={"Striker": 0.5}), scene)
+    assert str(error.value) == (
+        "training.stop.evaluation_return_mean.Striker: the scene has no behaviour 'Striker'; it has Runner?team=0, Walker?team=0"
+    )
+
+
+def test_evaluation_return_is_a_metrics_field() -> None:
+    result = {"env_runners": {"episode_return_mean": 0.5}, "evaluation": {"env_runners": {"episode_return_mean": 0.93}}}
+    values = train_unity.iteration_metrics(result, Progress(iteration=2, timesteps=1000, time_s=3.0))
+    assert parse_metrics_line(format_metrics_line(values))["evaluation_return_mean"] == 0.93
+    assert train_unity.iteration_metrics({"env_runners": {}}, Progress(1, 500, 1.0))["evaluation_return_mean"] is None
+
+
 def test_metrics_line_from_result_matches_plan_regexes() -> None:
     result = {"env_runners": {"episode_return_mean": 0.91, "episode_return_max": 0.93, "episode_return_min": -0.2, "episode_len_mean": 7.5}}
     line = format_metrics_line(train_unity.iteration_metrics(result, Progress(iteration=4, timesteps=2000, time_s=12.3456)))
@@ -423,3 +466,29 @@ def test_limit_torch_threads_is_one_unless_omp_num_threads_says_otherwise() -> N
         assert train_unity.limit_torch_threads({"OMP_NUM_THREADS": "2"}) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_ray_is_started_once_more_when_its_first_start_fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import types
+
+    import ray
+
+    calls: list[dict[str, object]] = []
+    failures = [1]  # how many starts fail before one succeeds
+
+    def init(**kwargs: object) -> None:
+        calls.append(kwargs)
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise RuntimeError("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(train_unity, "install_signal_handlers", lambda: None)
+    env = types.SimpleNamespace(num_gpus=0)
+    train_unity.start_ray(env, 2)  # type: ignore[arg-type]
+    assert len(calls) == 2 and calls[1]["_node_ip_address"] == "127.0.0.1"
+    assert "rlrunner: Ray did not start (RuntimeError: The current node timed out during startup.); starting it once more" in capsys.readouterr().out
+    failures[0] = 2
+    with pytest.raises(train_unity.InfrastructureError, match="Ray could not start on 127.0.0.1: RuntimeError: The current node timed out"):
+        train_unity.start_ray(env, 2)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from policy_models import write_model_dir
 
-from rlrunner.policy import OnnxPolicy
+from rlrunner.policy import OnnxPolicy, PolicySet
 from rlrunner.serving import protocol
 from rlrunner.serving.protocol import RequestError, handle, parse_invocation, parse_returns
 
@@ -90,3 +90,113 @@ def test_dumps_without_orjson_writes_the_same_json(monkeypatch: pytest.MonkeyPat
     assert json.loads(protocol.dumps(data)) == fast == {"actions": [1, 2], "logits": [[0.5, 0.25]]}
     with pytest.raises(RequestError, match=r"^body: invalid JSON \(.*\); NaN and Infinity are not JSON numbers$"):
         protocol.loads(b"[[NaN]]")
+
+
+# --- several policies: the request names one ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "query", "expected"),
+    [
+        ({"observations": [ROW]}, None, None),
+        ({"observations": [ROW], "policy": "Walker"}, None, "Walker"),
+        ({"instances": [ROW], "policy": " Walker?team=1 "}, None, "Walker?team=1"),
+        ([ROW], "Reacher", "Reacher"),
+        ({"observations": [ROW], "policy": "Walker"}, "Walker", "Walker"),
+    ],
+    ids=["none", "body", "body-trimmed", "query-with-bare-list", "body-and-query-agree"],
+)
+def test_parse_invocation_reads_the_policy_from_the_body_or_the_query(payload: object, query: str | None, expected: str | None) -> None:
+    assert parse_invocation(payload, query_policy=query).policy == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "query", "message"),
+    [
+        ({"observations": [ROW], "policy": 3}, None, "policy: expected a policy or behaviour name, got 3"),
+        ({"observations": [ROW], "policy": " "}, None, "policy: expected a policy or behaviour name, got ' '"),
+        ({"observations": [ROW]}, "", "?policy=: expected a policy or behaviour name, got ''"),
+        ({"observations": [ROW], "policy": "Walker"}, "Reacher", "policy: the body names 'Walker', ?policy= names 'Reacher'; name one"),
+    ],
+    ids=["not-a-string", "blank", "blank-query", "body-and-query-differ"],
+)
+def test_parse_invocation_refuses_a_bad_policy_name(payload: object, query: str | None, message: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_invocation(payload, query_policy=query)
+    assert (caught.value.status, caught.value.message) == (400, message)
+
+
+@pytest.fixture(scope="module")
+def policies(policies_model_dir: Path) -> PolicySet:
+    return PolicySet.from_dir(policies_model_dir)
+
+
+def answer(policies: PolicySet, payload: object, query: str | None = None) -> dict[str, object]:
+    return json.loads(handle(policies, json.dumps(payload).encode(), "application/json", query_policy=query))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("name", "policy"),
+    [("Walker", "Walker"), ("Walker?team=1", "Walker"), ("Walker?team=7", "Walker"), ("Reacher", "Reacher"), ("Reacher?team=0", "Reacher")],
+    ids=["policy", "behaviour", "other-team", "box-policy", "box-behaviour"],
+)
+def test_handle_runs_the_policy_the_request_names(policies: PolicySet, policies_model_dir: Path, name: str, policy: str) -> None:
+    width = 20 if policy == "Walker" else 8
+    batch = np.random.default_rng(0).normal(size=(5, width)).astype(np.float32)
+    expected = OnnxPolicy.from_dir(policies_model_dir / "policies" / policy).act(batch)
+    for answered in (answer(policies, {"observations": batch.tolist(), "policy": name}), answer(policies, batch.tolist(), query=name)):
+        assert answered.keys() == {"actions"}
+        np.testing.assert_array_equal(np.asarray(answered["actions"], dtype=expected.dtype), expected)  # float32 round-trips exactly
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (None, 'policy: this model dir holds 2 policies; name one with "policy" (Walker <- Walker?team=0, Walker?team=1; Reacher <- Reacher?team=0)'),
+        ("Striker", "policy: unknown 'Striker' (policies: Walker <- Walker?team=0, Walker?team=1; Reacher <- Reacher?team=0)"),
+    ],
+    ids=["missing", "unknown"],
+)
+def test_handle_refuses_a_request_that_names_no_known_policy(policies: PolicySet, policy: str | None, message: str) -> None:
+    payload = {"observations": [ROW]} | ({"policy": policy} if policy else {})
+    with pytest.raises(RequestError) as caught:
+        answer(policies, payload)
+    assert (caught.value.status, caught.value.message) == (400, message)
+
+
+def test_handle_checks_observations_against_the_named_policy(policies: PolicySet) -> None:
+    with pytest.raises(RequestError, match=r"^observations: expected shape \[batch, 8\], got \[1, 20\]$"):
+        answer(policies, {"observations": [ROW], "policy": "Reacher"})
+    with pytest.raises(RequestError, match=r"^return: probabilities are defined for discrete action spaces only"):
+        answer(policies, {"observations": [[0.0] * 8], "policy": "Reacher", "return": "probabilities"})
+    probabilities = answer(policies, {"observations": [ROW], "policy": "Walker", "return": "probabilities"})["action_probs"]
+    assert np.array(probabilities).shape == (1, 3)
+
+
+def test_select_policy_refuses_a_name_that_matches_several(policies: PolicySet) -> None:
+    walker = policies.policies["Walker"]
+    teams = PolicySet({"blue": walker, "red": walker}, {"blue": ("Soccer?team=0",), "red": ("Soccer?team=1",)}, multi=True, source="x")
+    assert [protocol.select_policy(teams, name) is walker for name in ("blue", "Soccer?team=1")] == [True, True]
+    assert teams.find("Soccer?team=1") == ["red"]
+    for name in ("Soccer", "Soccer?team=2"):
+        with pytest.raises(RequestError) as caught:
+            protocol.select_policy(teams, name)
+        assert caught.value.message == f"policy: {name!r} matches blue, red; name the policy, or the behaviour with its ?team=N"
+
+
+def test_single_policy_model_dir_ignores_a_policy_name(basic_model_dir: Path) -> None:
+    policy = OnnxPolicy.from_dir(basic_model_dir)
+    named = json.loads(handle(policy, json.dumps({"observations": [ROW], "policy": "Anything"}).encode(), None))
+    assert named == json.loads(handle(policy, json.dumps({"observations": [ROW]}).encode(), None)) == {"actions": policy.act([ROW]).tolist()}
+
+
+def test_describe_lists_every_policy_with_its_spaces_and_behaviours(policies: PolicySet) -> None:
+    described = protocol.describe(policies)
+    assert described["policies"] == {
+        "Walker": {"behaviors": ["Walker?team=0", "Walker?team=1"], "observation_shape": [20], "action_space": {"type": "discrete", "n": 3},
+                   "algorithm": "PPO", "run_id": "test000000"},
+        "Reacher": {"behaviors": ["Reacher?team=0"], "observation_shape": [8],
+                    "action_space": {"type": "box", "shape": [2], "low": [-1.0, -1.0], "high": [1.0, 1.0]}, "algorithm": "PPO", "run_id": "test000000"},
+    }  # fmt: skip
+    assert described["accepts"] == protocol.FORMS and described["policy"].startswith("required: ")
+    assert "policies" not in protocol.describe(OnnxPolicy.from_dir(policies.source + "/policies/Walker"))

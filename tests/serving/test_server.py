@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -308,9 +309,123 @@ def test_serve_output_json_prints_the_address_on_stdout(basic_model_dir: Path) -
         assert process.stdout is not None
         address = json.loads(process.stdout.readline())
         assert address["url"] == f"http://127.0.0.1:{address['port']}" and address["model_dir"] == str(basic_model_dir)
+        assert "policies" not in address  # a single-policy model dir: requests name none
         wait_healthy(address["port"])
         assert post_json(address["port"], {"observations": OBS}).status == 200
     finally:
         stop_server(process)
     assert process.stdout.read() == ""  # the access log went to stderr
     process.stdout.close()
+
+
+# --- a multi-policy model dir: the request names the policy -----------------------------------------
+
+
+def rows(count: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(count, width)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "policy", "width"),
+    [("Walker", "Walker", 20), ("Walker?team=1", "Walker", 20), ("Walker?team=0", "Walker", 20), ("Reacher", "Reacher", 8),
+     ("Reacher?team=0", "Reacher", 8)],
+)  # fmt: skip
+def test_serve_policies_answers_with_the_policy_the_request_names(
+    policies_server: ServerProcess, policies_model_dir: Path, name: str, policy: str, width: int
+) -> None:
+    batch = rows(64, width)
+    expected = OnnxPolicy.from_dir(policies_model_dir / "policies" / policy).act(batch)
+    by_body = post_json(policies_server.port, {"observations": batch.tolist(), "policy": name})
+    by_query = post_json(policies_server.port, batch.tolist(), f"/invocations?policy={urllib.parse.quote(name)}")
+    instances = post_json(policies_server.port, {"instances": [{"observations": row} for row in batch.tolist()], "policy": name})
+    for response in (by_body, by_query, instances):
+        assert response.status == 200, response.body
+        np.testing.assert_array_equal(np.asarray(response.json()["actions"], dtype=expected.dtype), expected)
+
+
+POLICY_LIST = "Walker <- Walker?team=0, Walker?team=1; Reacher <- Reacher?team=0"
+POLICY_REQUESTS = {
+    "no-policy": ({"observations": OBS}, "/invocations", f'policy: this model dir holds 2 policies; name one with "policy" ({POLICY_LIST})'),
+    "unknown-policy": ({"observations": OBS, "policy": "Goalie?team=0"}, "/invocations", f"policy: unknown 'Goalie?team=0' (policies: {POLICY_LIST})"),
+    "other-policy-shape": ({"observations": OBS, "policy": "Reacher"}, "/invocations", "observations: expected shape [batch, 8], got [1, 20]"),
+    "body-and-query-differ": ({"observations": OBS, "policy": "Walker"}, "/invocations?policy=Reacher",
+                              "policy: the body names 'Walker', ?policy= names 'Reacher'; name one"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", POLICY_REQUESTS)
+def test_serve_policies_refuses_a_request_without_a_known_policy(policies_server: ServerProcess, name: str) -> None:
+    payload, path, message = POLICY_REQUESTS[name]
+    response = post_json(policies_server.port, payload, path)
+    assert (response.status, response.json()) == (400, {"error": message})
+    assert post_json(policies_server.port, {"observations": OBS, "policy": "Walker"}).status == 200
+    assert policies_server.alive()
+
+
+def test_serve_policies_describes_every_policy(policies_server: ServerProcess) -> None:
+    info = request(policies_server.port, "GET", "/").json()
+    assert {name: (p["behaviors"], p["observation_shape"], p["action_space"]["type"]) for name, p in info["policies"].items()} == {
+        "Walker": (["Walker?team=0", "Walker?team=1"], [20], "discrete"),
+        "Reacher": (["Reacher?team=0"], [8], "box"),
+    }
+    assert "model loaded from " in policies_server.log()
+    loaded = next(line for line in policies_server.log().splitlines() if "model loaded from " in line)
+    assert loaded.endswith(
+        ": Walker (Walker?team=0, Walker?team=1): observations [20] -> discrete 3; Reacher (Reacher?team=0): observations [8] -> box [2]"
+    )
+
+
+def test_serve_policies_is_never_healthy_when_one_policy_cannot_load(policies_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    broken = Path(shutil.copytree(policies_model_dir, tmp_path / "model"))
+    (broken / "policies/Reacher/policy.onnx").write_bytes(b"not an onnx model")
+    running = start_server(broken)
+    try:
+        deadline = time.monotonic() + 60
+        ping = request(running.port, "GET", "/ping")
+        while ping.json()["error"] == "model: still loading" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ping = request(running.port, "GET", "/ping")
+        assert ping.status == 503
+        assert ping.json()["error"].startswith(f"model: cannot load: policy 'Reacher': {broken}/policies/Reacher/policy.onnx: onnxruntime cannot load it")
+        assert post_json(running.port, {"observations": OBS, "policy": "Walker"}).status == 503  # all or nothing
+    finally:
+        stop_server(running.process)
+    assert_port_free(running.port)
+
+
+def test_serve_rejects_a_multi_policy_dir_with_a_policy_missing(policies_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from rlrunner.cli import main
+
+    broken = Path(shutil.copytree(policies_model_dir, tmp_path / "model"))
+    (broken / "policies/Walker/policy.json").unlink()
+    result = CliRunner().invoke(main, ["serve", str(broken)])
+    assert (result.exit_code, result.output.strip()) == (2, f"{broken}: policy 'Walker': policies/Walker/policy.json missing")
+
+
+def test_serve_output_json_names_the_policies_of_a_run_dir(policies_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(policies_model_dir, run_dir / "model")  # RUN_DIR: serve finds its model/
+    command = [sys.executable, "-m", "rlrunner.cli", "serve", str(run_dir), "--port", "0", "--output", "json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        address = json.loads(process.stdout.readline())
+        assert address["model_dir"] == str(run_dir / "model")
+        assert address["policies"] == {"Walker": ["Walker?team=0", "Walker?team=1"], "Reacher": ["Reacher?team=0"]}
+        wait_healthy(address["port"])
+        assert post_json(address["port"], {"observations": [[0.0] * 8], "policy": "Reacher?team=0"}).status == 200
+    finally:
+        stop_server(process)
+        assert process.stdout is not None
+        process.stdout.close()

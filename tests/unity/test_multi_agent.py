@@ -22,12 +22,10 @@ from mlagents_envs.base_env import (
     BehaviorMapping,
     BehaviorSpec,
     DecisionSteps,
-    DimensionProperty,
-    ObservationSpec,
-    ObservationType,
     TerminalSteps,
 )
 from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+from unity_fakes import decision_steps, terminal_steps, vector_spec
 
 from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.multi_agent import UnityMultiAgentEnv, behavior_of, policy_name
@@ -38,10 +36,7 @@ Decide = dict[int, tuple[float, float]]
 End = dict[int, tuple[float, float, bool]]
 Exchange = dict[str, tuple[Decide, End]]
 
-SPECS = {
-    A: BehaviorSpec([ObservationSpec((2,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "a")], ActionSpec(0, (3,))),
-    B: BehaviorSpec([ObservationSpec((1,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "b")], ActionSpec(2, ())),
-}
+SPECS = {A: BehaviorSpec([vector_spec(2)], ActionSpec(0, (3,))), B: BehaviorSpec([vector_spec(1)], ActionSpec(2, ()))}
 
 
 def _steps(spec: BehaviorSpec, decide: Decide, end: End, group_reward: float) -> tuple[DecisionSteps, TerminalSteps]:
@@ -50,22 +45,11 @@ def _steps(spec: BehaviorSpec, decide: Decide, end: End, group_reward: float) ->
     def obs(values: list[float]) -> list[np.ndarray]:
         return [np.repeat(np.array(values, np.float32)[:, None], size, axis=1)]
 
-    d_ids, e_ids = list(decide), list(end)
-    decision = DecisionSteps(
-        obs([decide[i][0] for i in d_ids]),
-        np.array([decide[i][1] for i in d_ids], np.float32),
-        np.array(d_ids, np.int32),
-        None,
-        np.zeros(len(d_ids), np.int32),
-        np.full(len(d_ids), group_reward, np.float32),
+    decision = decision_steps(
+        obs([decide[i][0] for i in decide]), list(decide), [decide[i][1] for i in decide], group_reward=group_reward
     )
-    terminal = TerminalSteps(
-        obs([end[i][0] for i in e_ids]),
-        np.array([end[i][1] for i in e_ids], np.float32),
-        np.array([end[i][2] for i in e_ids], bool),
-        np.array(e_ids, np.int32),
-        np.zeros(len(e_ids), np.int32),
-        np.full(len(e_ids), group_reward, np.float32),
+    terminal = terminal_steps(
+        obs([end[i][0] for i in end]), list(end), [end[i][1] for i in end], [end[i][2] for i in end], group_reward
     )
     return decision, terminal
 
@@ -343,3 +327,25 @@ def test_multi_agent_memory_stays_flat_over_100000_exchanges() -> None:
     assert max(live for _, live, _ in sizes) < 12 + 120  # the scene's 12, plus vanished ones until pruned
     assert max(ids for _, _, ids in sizes) < 200  # agent ids restart in every RLlib episode
     assert sizes[-1][0] - sizes[0][0] < 20_000, sizes[:: max(len(sizes) // 10, 1)]  # peak RSS (KiB) flat
+
+
+def test_multi_agent_max_episode_steps_counts_the_episode_so_far_and_rounds_end_an_episode() -> None:
+    def scene(index: int) -> Exchange:
+        exchange: Exchange = {A: ({1: (index, 0.5)}, {})}  # agent 1 decides every exchange and never ends
+        if index % 2 == 0:  # agent 5 of B decides every 2nd exchange and ends at exchange 4
+            exchange[B] = ({5: (index, 0.0)}, {}) if index != 4 else ({}, {5: (index, 1.0, False)})
+        return exchange
+
+    # max_episode_steps: agent 1's RLlib agent episode ends after 2 decisions and counts for the metrics
+    run = Recorder(UnityMultiAgentEnv(SceneEnv(scene), max_episode_steps=2, rounds=True))
+    obs = run.reset()
+    obs, _, _, truncateds, _ = run.step(obs)
+    assert not truncateds.get(f"{A}#0")
+    obs, rewards, _, truncateds, _ = run.step(obs)
+    assert truncateds[f"{A}#0"] and rewards[f"{A}#0"] == 0.5 and not truncateds["__all__"]
+    assert run.env.pop_finished() == {A: [(1.5, 3)]}  # Unity's three decisions, their rewards
+    # rounds: the RLlib episode ends once B finished an agent episode too (exchange 4), not at the horizon
+    for _ in range(2):
+        obs, _, terminateds, truncateds, _ = run.step(obs)
+    assert terminateds[f"{B}#0"] and truncateds["__all__"] and run.episode.is_done  # type: ignore[union-attr]
+    assert run.env.pop_finished() == {A: [(1.0, 2)], B: [(1.0, 2)]}  # A's next 2 decisions; B: 2 decisions and the terminal reward
