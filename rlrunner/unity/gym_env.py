@@ -358,7 +358,8 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         if len(decision) != self.num_envs:
             raise UnityEnvError(
                 f"unity_env: {len(decision)} agents of {self._behavior} requested a decision, expected "
-                f"{self.num_envs} (one per area); areas need an agent that decides every step"
+                f"{self.num_envs} (one per area); the areas path needs every area's agent to decide on every step "
+                "(a DecisionRequester period of 1): a spec with a `behaviors:` section trains on the multi-agent path"
             )
 
     def _infos(self, decision: DecisionSteps) -> dict[str, Any]:

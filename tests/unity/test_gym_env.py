@@ -186,5 +186,6 @@ def test_vector_env_wrong_agent_count_is_clear(fakes: F) -> None:
         env.reset()
     assert str(excinfo.value) == (
         "unity_env: 3 agents of B?team=0 requested a decision, expected 2 (one per area); "
-        "areas need an agent that decides every step"
+        "the areas path needs every area's agent to decide on every step (a DecisionRequester period of 1): "
+        "a spec with a `behaviors:` section trains on the multi-agent path"
     )
