@@ -1,12 +1,10 @@
 """The 3DBall-like scene (bundled Ball): paths' throughput, plain baselines and training time to a threshold.
 
-``throughput``: 12 agents of one behaviour, random actions, real protocol, driven three ways in
-interleaved rounds of ``--seconds`` each (median of ``--rounds``):
-
-* the multi-agent path (``UnityMultiAgentEnv``), 1 area x 12 agents, decision period 5 (the scene as shipped);
-* the multi-agent path, 1 area x 12 agents, decision period 1;
-* the areas path (``UnityVectorEnv``, the fast path), 12 areas x 1 agent, decision period 1 (it needs every
-  area to decide on every exchange; with period 5 an episode ending between decisions stops it with an error).
+``throughput``: 12 agents of one behaviour, random actions, real protocol, driven four ways in
+interleaved rounds of ``--seconds`` each (median of ``--rounds``): the multi-agent path
+(``UnityMultiAgentEnv``, 1 area x 12 agents) and the areas path (``UnityVectorEnv``, the fast path,
+12 areas x 1 agent), each at decision period 5 (the scene as shipped) and 1. With period 5 both
+step through the exchanges in which agents end between decision steps.
 
 Printed: environment steps/s (RLlib ``step()`` calls), protocol exchanges/s, agent steps (decisions)/s.
 
@@ -26,6 +24,7 @@ import csv
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +47,33 @@ def config(*, areas: int, agents_per_area: int, period: int, multi_agent: bool, 
     return {**env_config, MULTI_AGENT: True, "episode_horizon": 2**31} if multi_agent else env_config
 
 
-def areas_rate(seconds: float, physics_ms: float) -> tuple[float, float, float]:
-    """(env steps/s, exchanges/s, agent steps/s) of UnityVectorEnv over 12 areas x 1 agent, period 1."""
-    env = make_unity_env(config(areas=AGENTS, agents_per_area=1, period=1, multi_agent=False, physics_ms=physics_ms))
+def areas_rate(seconds: float, period: int, physics_ms: float) -> tuple[float, float, float]:
+    """(env steps/s, exchanges/s, agent steps/s) of UnityVectorEnv over 12 areas x 1 agent."""
+    env = make_unity_env(
+        config(areas=AGENTS, agents_per_area=1, period=period, multi_agent=False, physics_ms=physics_ms)
+    )
+    base = env.unity_env
+    exchanges = 0
+    step = base.step
+
+    def counted() -> None:
+        nonlocal exchanges
+        exchanges += 1
+        step()
+
+    base.step = counted  # count the exchanges the vector env makes
     rng = np.random.default_rng(0)
     try:
         env.reset()
         steps, start = 0, time.perf_counter()
+        exchanges = 0
         while time.perf_counter() - start < seconds:
             env.step(rng.uniform(-1, 1, (AGENTS, 2)).astype(np.float32))
             steps += 1
-        rate = steps / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
     finally:
         env.close()
-    return rate, rate, rate * AGENTS
+    return steps / elapsed, exchanges / elapsed, steps * AGENTS / elapsed
 
 
 def multi_agent_rate(seconds: float, period: int, physics_ms: float) -> tuple[float, float, float]:
@@ -89,11 +101,12 @@ def multi_agent_rate(seconds: float, period: int, physics_ms: float) -> tuple[fl
 
 def throughput(args: argparse.Namespace) -> None:
     """Interleaved rounds of the three ways; medians."""
-    runs: dict[str, Callable[[], tuple[float, float, float]]] = {
-        "multi-agent path, 1 area x 12, period 5": lambda: multi_agent_rate(args.seconds, 5, args.physics_ms),
-        "multi-agent path, 1 area x 12, period 1": lambda: multi_agent_rate(args.seconds, 1, args.physics_ms),
-        "areas path, 12 areas x 1, period 1": lambda: areas_rate(args.seconds, args.physics_ms),
-    }
+    runs: dict[str, Callable[[], tuple[float, float, float]]] = {}
+    for period in (5, 1):
+        runs[f"multi-agent path, 1 area x 12, period {period}"] = partial(
+            multi_agent_rate, args.seconds, period, args.physics_ms
+        )
+        runs[f"areas path, 12 areas x 1, period {period}"] = partial(areas_rate, args.seconds, period, args.physics_ms)
     rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, measure in runs.items():
@@ -102,9 +115,15 @@ def throughput(args: argparse.Namespace) -> None:
     for name, measured in rates.items():
         env_steps, exchanges, agent_steps = (statistics.median(r[i] for r in measured) for i in range(3))
         print(f"{name:<42} {env_steps:>12,.0f} {exchanges:>12,.0f} {agent_steps:>14,.0f}")
-    names = list(runs)
-    ratio = statistics.median(m[2] / a[2] for m, a in zip(rates[names[1]], rates[names[2]], strict=True))
-    print(f"multi-agent / areas at period 1 (agent steps/s, median of {args.rounds} same-round pairs): {ratio:.2f}")
+    for period in (5, 1):
+        multi, areas = (
+            rates[f"multi-agent path, 1 area x 12, period {period}"],
+            rates[f"areas path, 12 areas x 1, period {period}"],
+        )
+        ratio = statistics.median(m[2] / a[2] for m, a in zip(multi, areas, strict=True))
+        print(
+            f"multi-agent / areas at period {period} (agent steps/s, median of {args.rounds} same-round pairs): {ratio:.2f}"
+        )
 
 
 def baselines(args: argparse.Namespace) -> None:

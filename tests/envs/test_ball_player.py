@@ -1,5 +1,5 @@
 """The bundled Ball player (3DBall-like) through the real mlagents_envs client: continuous actions, a decision
-every 5th Academy step, terminals between decisions, areas; and the areas path's refusal of a period above 1."""
+every 5th Academy step, terminals between decisions, areas; and the areas path over it, at periods 5 and 1."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import numpy as np
-import pytest
 from mlagents_envs.base_env import ActionTuple
 
 from rlrunner.entry.unity_env import launch_options
@@ -15,7 +14,6 @@ from rlrunner.envs import resolve_environment
 from rlrunner.envs.ball import player
 from rlrunner.envs.ball.player import BEHAVIOR_NAME as BALL
 from rlrunner.schema import EnvironmentSpec
-from rlrunner.unity.errors import UnityEnvError
 from rlrunner.unity.gym_env import UnityVectorEnv
 from rlrunner.unity.launch import ManagedUnityEnvironment, launch_unity
 
@@ -131,21 +129,20 @@ def test_ball_areas_multiply_agents(player_gone: Callable[[int, int], None]) -> 
     assert len(ids) == len(set(ids)) == 6
 
 
-def test_areas_path_refuses_agents_that_do_not_decide_every_step(player_gone: Callable[[int, int], None]) -> None:
-    # Period 5: the areas decide together at Academy step 5; episodes of 7 steps end between decisions (step 7),
-    # an exchange without decisions, which one step of a vector env cannot express.
+def test_areas_path_steps_through_terminals_between_decisions(player_gone: Callable[[int, int], None]) -> None:
+    # Period 5: the areas decide together at Academy steps 0, 5, 10; episodes of 7 steps end between decisions
+    # (an exchange with terminals alone, at step 7); the vector step ends at the next decision step.
     with ball(player_gone, num_areas=12, agents_per_area=1, max_steps=7) as env:
         vector = UnityVectorEnv(env, 12)
         vector.reset()
-        _, rewards, *_ = vector.step(np.zeros((12, 2), dtype=np.float32))
-        assert rewards.astype(float).round(4).tolist() == [0.5] * 12
-        with pytest.raises(UnityEnvError) as caught:
-            vector.step(np.zeros((12, 2), dtype=np.float32))
-    assert str(caught.value) == (
-        f"unity_env: 0 agents of {BALL} requested a decision, expected 12 (one per area); the areas path needs "
-        "every area's agent to decide on every step (a DecisionRequester period of 1): a spec with a `behaviors:` "
-        "section trains on the multi-agent path"
-    )
+        results = [vector.step(np.zeros((12, 2), dtype=np.float32)) for _ in range(3)]
+        assert env.get_steps(BALL)[0].reward.astype(float).round(4).tolist() == [0.5] * 12
+    (_, at_5, *_), (final, at_10, terminated, truncated, _), (_, after, *_) = results
+    assert at_5.astype(float).round(4).tolist() == [0.5] * 12
+    assert at_10.astype(float).round(4).tolist() == [0.2] * 12  # the terminals' rewards (steps 5 and 6)
+    assert truncated.all() and not terminated.any()  # Agent.MaxStep
+    assert np.all(final[:, :2] == 0) and not np.all(final[:, 2:] == 0)  # the final observations
+    assert after.tolist() == [0.0] * 12  # the reset observations (next-step autoreset)
 
 
 def test_areas_path_drives_ball_with_decision_period_1(player_gone: Callable[[int, int], None]) -> None:
