@@ -3,6 +3,7 @@ every 5th Academy step, terminals between decisions, areas; and the areas path o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -170,3 +171,13 @@ def test_scene_ignores_parameters_out_of_range() -> None:
     scene.set_parameter("decision_period", 2.0)
     scene.set_parameter("physics_ms", 1.5)
     assert (scene.rules.decision_period, scene.rules.physics_ms) == (2, 1.5)
+
+
+def test_ball_physics_ms_sleeps_per_academy_step(player_gone: Callable[[int, int], None]) -> None:
+    with ball(player_gone, physics_ms=4.0) as env:
+        env.reset()
+        start = time.perf_counter()
+        seen = exchanges(env, 5)
+        elapsed = time.perf_counter() - start
+    assert all(len(s["decision_ids"]) == 12 for s in seen)  # flat platforms: nobody falls, 5 decision steps
+    assert elapsed >= 5 * 5 * 0.004  # 5 Academy steps of 4 ms per exchange
