@@ -105,6 +105,11 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         """The underlying ML-Agents environment."""
         return self._env
 
+    @property
+    def behavior_name(self) -> str:
+        """The behaviour it drives, as the scene reports it (`Basic?team=0`)."""
+        return self._behavior
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
         """Start an episode: reuse Unity's pending first decision, or send RESET."""
         super().reset(seed=seed)
@@ -256,6 +261,11 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
     def unity_env(self) -> BaseEnv:
         """The underlying ML-Agents environment."""
         return self._env
+
+    @property
+    def behavior_name(self) -> str:
+        """The behaviour it drives, as the scene reports it (`Basic?team=0`)."""
+        return self._behavior
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
         """Reset every area (RESET, unless Unity's first decisions are still unused)."""

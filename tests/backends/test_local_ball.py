@@ -96,5 +96,6 @@ def test_run_local_trains_ball_past_the_threshold_on_the_multi_agent_path(tmp_pa
     figures = evaluation["behaviors"]["Ball?team=0"]
     assert list(evaluation["behaviors"]) == ["Ball?team=0"] and figures["episodes"] == 12
     assert figures["mean"] >= THRESHOLD, figures
+    assert evaluation["mean"] == figures["mean"] and evaluation["episodes"] == 12  # one behaviour: also at the top level
     record = json.loads((run_dir / "run.json").read_text())
     assert record["exit_code"] == 0 and not run_processes(sessions=[record["launcher_pid"]])
