@@ -73,7 +73,9 @@ def _policy_player(model_dir: Path, *, greedy: bool, seed: int | None) -> Player
 
     def play(env: Any, episodes: int) -> dict[str, Any]:
         play_episodes = play_vector if hasattr(env, "num_envs") else play_single
-        return summarize(*play_episodes(env, choose, episodes, seed=seed))
+        figures = summarize(*play_episodes(env, choose, episodes, seed=seed))
+        name = getattr(env, "behavior_name", None)
+        return by_behavior({name: figures}) if isinstance(name, str) else figures
 
     return play
 
@@ -85,9 +87,17 @@ def _policies_player(model_dir: Path, *, greedy: bool, seed: int | None) -> Play
 
     def play(env: Any, episodes: int) -> dict[str, Any]:
         played = sorted(play_multi_agent(env, policy_of, choosers, episodes, seed=seed).items())
-        return {"behaviors": {name: summarize([r for r, _ in done], [n for _, n in done]) for name, done in played}}
+        return by_behavior({name: summarize([r for r, _ in done], [n for _, n in done]) for name, done in played})
 
     return play
+
+
+def by_behavior(figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation's figures: every behaviour's under `behaviors`; a single behaviour's also at the top level."""
+    result: dict[str, Any] = {"behaviors": figures}
+    if len(figures) == 1:
+        result = next(iter(figures.values())) | result
+    return result
 
 
 def play_multi_agent(

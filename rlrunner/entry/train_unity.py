@@ -983,7 +983,7 @@ def evaluate(env: ContainerEnv, experiment: Experiment) -> None:
     except Exception as error:
         raise RunFailedError(f"evaluation of the exported policy failed: {_one_line(_root_cause(error))}") from None
     model_files.write_evaluation(result, env.model_dir)
-    for name, figures in result.get("behaviors", {"": result}).items():
+    for name, figures in ({"": result} if "mean" in result else result["behaviors"]).items():  # one behaviour: no name
         log(
             f"evaluation{' of ' + name if name else ''}: mean {figures['mean']:.4f}, max {figures['max']:.4f}, "
             f"min {figures['min']:.4f} over {figures['episodes']} episodes"

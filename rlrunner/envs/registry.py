@@ -14,6 +14,7 @@ _BASIC_DIR = Path(__file__).resolve().parent / "basic"
 
 BUNDLED_ENVIRONMENTS: dict[str, Path] = {
     "Basic": _BASIC_DIR / "Basic.x86_64",
+    "Ball": _BASIC_DIR.parent / "ball" / "Ball.x86_64",  # 3DBall-like: 12 agents, continuous actions, period 5
     "Duo": _BASIC_DIR.parent / "duo" / "Duo.x86_64",  # two behaviours, agents deciding every 1st and 2nd step
     "VisualBasic": _BASIC_DIR.parent / "visual_basic" / "VisualBasic.x86_64",  # Basic seen through a 1x21 RGB camera
 }

@@ -105,6 +105,11 @@ class UnityGymEnv(gymnasium.Env[Obs, Any]):
         """The underlying ML-Agents environment."""
         return self._env
 
+    @property
+    def behavior_name(self) -> str:
+        """The behaviour it drives, as the scene reports it (`Basic?team=0`)."""
+        return self._behavior
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
         """Start an episode: reuse Unity's pending first decision, or send RESET."""
         super().reset(seed=seed)
@@ -219,6 +224,8 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
     it receives a no-op (zeros) and the observation after it becomes the reset observation.
     A ``max_episode_steps`` truncation cannot reset one area alone in Unity, so the next episode
     continues from the area's current state; prefer the player's own max-step parameter.
+    The areas' agents must decide together (the same DecisionRequester period and offset); an agent
+    that ends between two decision steps is reported in the step that ends at the next one.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -246,6 +253,7 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         self._rows = np.arange(num_envs)  # area -> row in the latest DecisionSteps
         self._steps = np.zeros(num_envs, dtype=np.int64)
         self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._final: list[tuple[np.ndarray, Obs]] = []  # (areas, their final observations) of this step's terminals
         self._fresh = was_reset and len(env.get_steps(self._behavior)[0]) == num_envs
         self._closed = False
 
@@ -253,6 +261,11 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
     def unity_env(self) -> BaseEnv:
         """The underlying ML-Agents environment."""
         return self._env
+
+    @property
+    def behavior_name(self) -> str:
+        """The behaviour it drives, as the scene reports it (`Basic?team=0`)."""
+        return self._behavior
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict[str, Any]]:
         """Reset every area (RESET, unless Unity's first decisions are still unused)."""
@@ -270,13 +283,26 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         return self._conv.observations(decision.obs, self._rows), self._infos(decision)
 
     def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step all areas with one exchange."""
+        """Step all areas with one exchange, or more when agents end between decision steps."""
         self._send(actions)
-        decision, terminal = self._env.get_steps(self._behavior)
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        ended = self._apply_terminal(terminal, rewards, terminated, truncated)
+        ended = np.zeros(self.num_envs, dtype=bool)
+        self._final = []
+        for _ in range(_MAX_SILENT_STEPS):
+            decision, terminal = self._env.get_steps(self._behavior)
+            ended |= self._apply_terminal(terminal, rewards, terminated, truncated)
+            if len(decision):
+                break
+            # No decision in this exchange: agents ended between decision steps (a DecisionRequester
+            # period above 1) and the areas decide again, together, in a later exchange.
+            with _player_errors(self._env, "step()"):
+                self._env.step()
+        else:
+            raise UnityEnvError(
+                f"unity_env: no agent of {self._behavior} requested a decision in {_MAX_SILENT_STEPS} steps"
+            )
         self._map_decisions(decision, ended)
         live = ~ended
         rewards[live] = _rewards(decision)[self._rows[live]]
@@ -290,7 +316,7 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         self._steps[self._autoreset] = 0
         obs = self._conv.observations(decision.obs, self._rows)
         if ended.any():
-            obs = self._with_terminal_obs(obs, terminal, ended & ~self._autoreset)
+            obs = self._with_terminal_obs(obs, ended & ~self._autoreset)
         self._autoreset = (terminated | truncated).copy()
         return obs, rewards, terminated, truncated, self._infos(decision)
 
@@ -312,18 +338,22 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
         self, terminal: TerminalSteps, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
     ) -> np.ndarray:
         ended = np.zeros(self.num_envs, dtype=bool)
-        self._terminal_rows = np.full(self.num_envs, -1)
         terminal_rewards = _rewards(terminal)
+        areas: list[int] = []
+        rows: list[int] = []
         for row, agent in enumerate(terminal.agent_id):
             area = self._area_of.pop(int(agent), None)
             if area is None:
                 continue  # an agent we never saw (e.g. a noop episode that ended at once)
             ended[area] = True
-            self._terminal_rows[area] = row
+            areas.append(area)
+            rows.append(row)
             rewards[area] = terminal_rewards[row]
             interrupted = bool(terminal.interrupted[row])
             terminated[area] = not interrupted
             truncated[area] = interrupted
+        if areas:  # the final observations, kept until the step's observations are built
+            self._final.append((np.asarray(areas), self._conv.observations(terminal.obs, np.asarray(rows))))
         return ended
 
     def _map_decisions(self, decision: DecisionSteps, ended: np.ndarray) -> None:
@@ -343,22 +373,26 @@ class UnityVectorEnv(VectorEnv[Obs, Any, Any]):
             rows[area] = row
         self._rows = rows
 
-    def _with_terminal_obs(self, obs: Obs, terminal: TerminalSteps, areas: np.ndarray) -> Obs:
-        indices = np.flatnonzero(areas)
-        rows = self._terminal_rows[indices]
-        final = self._conv.observations(terminal.obs, rows)
-        if isinstance(obs, tuple):
-            for part, final_part in zip(obs, final, strict=True):
-                part[indices] = final_part
-            return obs
-        obs[indices] = final
+    def _with_terminal_obs(self, obs: Obs, keep: np.ndarray) -> Obs:
+        for areas, final in self._final:
+            chosen = keep[areas]
+            if not chosen.any():
+                continue
+            indices = areas[chosen]
+            if isinstance(obs, tuple):
+                for part, final_part in zip(obs, cast(tuple[np.ndarray, ...], final), strict=True):
+                    part[indices] = final_part[chosen]
+            else:
+                obs[indices] = cast(np.ndarray, final)[chosen]
         return obs
 
     def _check_count(self, decision: DecisionSteps) -> None:
         if len(decision) != self.num_envs:
             raise UnityEnvError(
                 f"unity_env: {len(decision)} agents of {self._behavior} requested a decision, expected "
-                f"{self.num_envs} (one per area); areas need an agent that decides every step"
+                f"{self.num_envs} (one per area); the areas path needs the areas' agents to decide together "
+                "(the same DecisionRequester period and offset): a spec with a `behaviors:` section trains on the "
+                "multi-agent path"
             )
 
     def _infos(self, decision: DecisionSteps) -> dict[str, Any]:

@@ -137,6 +137,8 @@ class Input:
     command: int = COMMAND_STEP
     side_channel: bytes = b""
     actions: dict[str, list[list[int]]] = field(default_factory=dict)
+    continuous_actions: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Per behaviour, every agent's continuous actions (present only for behaviours that have them)."""
     has_rl_input: bool = False
     seed: int = 0
     num_areas: int = 0
@@ -186,34 +188,42 @@ def _decode_init_input(buf: bytes, result: Input) -> None:
 def _decode_rl_input(buf: bytes, result: Input) -> None:
     for number, _, value in iter_fields(buf):
         if number == 1 and isinstance(value, bytes):
-            _decode_action_entry(value, result.actions)
+            _decode_action_entry(value, result.actions, result.continuous_actions)
         elif number == 4 and isinstance(value, int):
             result.command = value
         elif number == 5 and isinstance(value, bytes):
             result.side_channel = value
 
 
-def _decode_action_entry(buf: bytes, actions: dict[str, list[list[int]]]) -> None:
+def _decode_action_entry(
+    buf: bytes, actions: dict[str, list[list[int]]], continuous_actions: dict[str, list[list[float]]]
+) -> None:
     key = ""
-    agents: list[list[int]] = []
+    agents: list[tuple[list[int], list[float]]] = []
     for number, _, value in iter_fields(buf):
         if number == 1 and isinstance(value, bytes):
             key = value.decode()
         elif number == 2 and isinstance(value, bytes):
             agents = [
-                _decode_discrete_actions(item)
+                _decode_agent_action(item)
                 for item_number, _, item in iter_fields(value)
                 if item_number == 1 and isinstance(item, bytes)
             ]
-    actions[key] = agents
+    actions[key] = [discrete for discrete, _ in agents]
+    if any(continuous for _, continuous in agents):
+        continuous_actions[key] = [continuous for _, continuous in agents]
 
 
-def _decode_discrete_actions(buf: bytes) -> list[int]:
-    out: list[int] = []
+def _decode_agent_action(buf: bytes) -> tuple[list[int], list[float]]:
+    discrete: list[int] = []
+    continuous: list[float] = []
     for number, wire_type, value in iter_fields(buf):
         if number == 7:
-            out.extend(read_packed_ints(wire_type, value))
-    return out
+            discrete.extend(read_packed_ints(wire_type, value))
+        elif number == 6 and isinstance(value, bytes):
+            # packed (LEN) or one FIXED32 per value: either way whole little-endian floats
+            continuous.extend(struct.unpack(f"<{len(value) // 4}f", value))
+    return discrete, continuous
 
 
 def observation(name: str, values: list[float]) -> bytes:
@@ -249,9 +259,9 @@ def rl_output(behavior_name: str, infos: list[bytes], side_channel: bytes = b"")
     return len_field(2, entry) + (len_field(3, side_channel) if side_channel else b"")
 
 
-def brain_parameters(behavior_name: str, branch_sizes: list[int]) -> bytes:
-    """Encode a ``BrainParametersProto`` for a discrete-only behaviour."""
-    action_spec = int_field(2, len(branch_sizes)) + packed_ints(3, branch_sizes)
+def brain_parameters(behavior_name: str, branch_sizes: list[int], continuous_size: int = 0) -> bytes:
+    """Encode a ``BrainParametersProto``: ``continuous_size`` continuous actions and one discrete branch per size."""
+    action_spec = int_field(1, continuous_size) + int_field(2, len(branch_sizes)) + packed_ints(3, branch_sizes)
     return b"".join((str_field(7, behavior_name), int_field(8, 1), len_field(9, action_spec)))
 
 

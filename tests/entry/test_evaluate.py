@@ -50,6 +50,8 @@ def test_evaluate_optimal_policy_scores_0_93_and_closes_the_player(
     assert result["episodes"] == 5
     assert result["mean"] == result["max"] == result["min"] == pytest.approx(OPTIMAL, abs=1e-6)
     assert (result["mean_length"], result["lengths"]) == (7.0, [7] * 5)
+    # the contract of every run: the figures per behaviour as the scene names it (here the one, also at the top)
+    assert list(result["behaviors"]) == ["Basic?team=0"] and result["behaviors"]["Basic?team=0"]["mean"] == result["mean"]
     player_gone(*recorder.players[0])
 
 

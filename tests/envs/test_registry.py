@@ -59,5 +59,5 @@ def test_resolve_environment_falls_back_to_mlagents_registry(tmp_path: Path, mon
     with pytest.raises(EnvironmentNotFoundError) as excinfo:
         resolve_environment("Nope")
     assert str(excinfo.value) == (
-        "environment.name: 'Nope' is neither bundled (Basic, Duo, VisualBasic) nor in ML-Agents' default registry"
+        "environment.name: 'Nope' is neither bundled (Basic, Ball, Duo, VisualBasic) nor in ML-Agents' default registry"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from mlagents_envs.communicator_objects.agent_action_pb2 import AgentActionProto
 from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP
@@ -72,3 +74,28 @@ def test_decode_input_reads_handshake_and_close() -> None:
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**31 - 1])
 def test_varint_round_trip(value: int) -> None:
     assert wire.read_varint(wire.varint(value), 0) == (value, len(wire.varint(value)))
+
+
+def test_decode_input_reads_continuous_actions_packed_and_not() -> None:
+    message = UnityMessageProto()
+    message.header.status = 200
+    rl_input = message.unity_input.rl_input
+    for values in ([0.5, -1.0], [0.25, 2.0]):
+        rl_input.agent_actions["Ball?team=0"].value.append(
+            AgentActionProto(continuous_actions=values, vector_actions_deprecated=values)
+        )
+    raw = message.SerializeToString()
+    decoded = wire.decode_input(raw)
+    assert decoded.continuous_actions == {"Ball?team=0": [[0.5, -1.0], [0.25, 2.0]]}
+    assert decoded.actions == {"Ball?team=0": [[], []]}
+    unpacked = wire.tag(6, 5) + struct.pack("<f", 0.75) + wire.tag(6, 5) + struct.pack("<f", -0.5)
+    entry = wire.str_field(1, "B") + wire.len_field(2, wire.len_field(1, unpacked))
+    step = wire.len_field(3, wire.len_field(1, wire.len_field(1, entry)))
+    assert wire.decode_input(step).continuous_actions == {"B": [[0.75, -0.5]]}
+
+
+def test_brain_parameters_with_continuous_actions_decode_with_protobuf() -> None:
+    brain = wire.len_field(5, wire.brain_parameters("Ball?team=0", [], continuous_size=2))
+    decoded = UnityMessageProto.FromString(wire.message(wire.rl_output("Ball?team=0", []), brain))
+    spec = decoded.unity_output.rl_initialization_output.brain_parameters[0].action_spec
+    assert (spec.num_continuous_actions, spec.num_discrete_actions, list(spec.discrete_branch_sizes)) == (2, 0, [])

@@ -191,5 +191,55 @@ def test_vector_env_wrong_agent_count_is_clear(fakes: F) -> None:
         env.reset()
     assert str(excinfo.value) == (
         "unity_env: 3 agents of B?team=0 requested a decision, expected 2 (one per area); "
-        "areas need an agent that decides every step"
+        "the areas path needs the areas' agents to decide together (the same DecisionRequester period and offset): "
+        "a spec with a `behaviors:` section trains on the multi-agent path"
     )
+
+
+def test_vector_env_steps_through_exchanges_without_decisions(fakes: F) -> None:
+    """A DecisionRequester period above 1: agents end between decision steps, each reported at once in an exchange
+    without decisions; the vector step ends with the areas' next decisions, carrying every terminal."""
+
+    def vec(*values: float) -> list[np.ndarray]:
+        return [np.array(values, np.float32).reshape(-1, 1)]
+
+    empty = fakes.terminal_steps([np.zeros((0, 1))], [])
+    nobody = fakes.decision_steps([np.zeros((0, 1), np.float32)], [])
+    env = UnityVectorEnv(
+        fakes.ScriptedEnv(
+            fakes.spec([fakes.vector_spec(1)], ActionSpec(2, ())),
+            [
+                (fakes.decision_steps(vec(0, 0, 0), [1, 2, 3]), empty),
+                (nobody, fakes.terminal_steps(vec(-5), [3], reward=-1.0)),  # area 2 ends between decisions
+                (nobody, fakes.terminal_steps(vec(6), [1], reward=0.3, interrupted=True)),  # then area 0
+                (fakes.decision_steps(vec(1, 2, 3), [4, 2, 5], reward=0.5), empty),  # the next decision step
+                (fakes.decision_steps(vec(7, 8, 9), [4, 2, 5], reward=0.5), empty),
+            ],
+        ),
+        num_envs=3,
+    )
+    env.reset()
+    obs, rewards, terminated, truncated, _ = env.step(np.zeros((3, 2), np.float32))
+    assert obs.tolist() == [[6.0], [2.0], [-5.0]]  # the final observations of the areas that ended
+    assert rewards.tolist() == pytest.approx([0.3, 0.5, -1.0])
+    assert terminated.tolist() == [False, False, True] and truncated.tolist() == [True, False, False]
+    assert len(env.unity_env.actions) == 1  # the exchanges without decisions carried no actions
+    obs, rewards, terminated, truncated, _ = env.step(np.ones((3, 2), np.float32))
+    # next-step autoreset: areas 0 and 2 (the free ones, in order) now report their new agents' (4 and 5) observations
+    assert obs.tolist() == [[7.0], [8.0], [9.0]]
+    assert rewards.tolist() == pytest.approx([0.0, 0.5, 0.0]) and not terminated.any() and not truncated.any()
+
+
+def test_vector_env_areas_deciding_apart_is_clear(fakes: F) -> None:
+    empty = fakes.terminal_steps([np.zeros((0, 1))], [])
+    one = fakes.decision_steps([np.zeros((1, 1), np.float32)], [2])
+    env = UnityVectorEnv(
+        fakes.ScriptedEnv(
+            fakes.spec([fakes.vector_spec(1)], ActionSpec(1, ())),
+            [(fakes.decision_steps([np.zeros((2, 1), np.float32)], [1, 2]), empty), (one, empty)],
+        ),
+        num_envs=2,
+    )
+    env.reset()
+    with pytest.raises(UnityEnvError, match=r"^unity_env: 1 agents of B\?team=0 requested a decision, expected 2 "):
+        env.step(np.zeros((2, 1), np.float32))
