@@ -43,6 +43,25 @@ def vector_steps_per_second(env: Any, actions: Any, seconds: float) -> float:
     return _rate(step, seconds)
 
 
+def multi_agent_steps_per_second(env: Any, sample: Callable[[int], Any], seconds: float) -> tuple[float, int, int]:
+    """(steps/s, steps, agent decisions) of a MultiAgentEnv whose acting agents take `sample(n)` (n actions) for
+    `seconds`, resets at episode ends included."""
+    counts = {"steps": 0, "decisions": 0}
+
+    def step() -> int:
+        actions = dict(zip(env.agents, sample(len(env.agents)), strict=True))
+        _, _, terminateds, truncateds, _ = env.step(actions)
+        if terminateds["__all__"] or truncateds["__all__"]:
+            env.reset()
+        counts["steps"] += 1
+        counts["decisions"] += len(actions)
+        return 1
+
+    env.reset()
+    rate = _rate(step, seconds)
+    return rate, counts["steps"], counts["decisions"]
+
+
 def _rate(step: Callable[[], int], seconds: float) -> float:
     """What `step` counts per second, calling it for `seconds`."""
     count = 0

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import multi_agent_steps_per_second
 
 from rlrunner.entry.unity_env import MULTI_AGENT, make_unity_env, unity_env_config
 from rlrunner.envs import resolve_environment
@@ -83,20 +84,14 @@ def multi_agent_rate(seconds: float, period: int, physics_ms: float) -> tuple[fl
     )
     rng = np.random.default_rng(0)
     try:
-        env.reset()
-        steps, decisions, exchanges, start = 0, 0, env.exchanges, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            actions = dict(zip(env.agents, rng.uniform(-1, 1, (len(env.agents), 2)).astype(np.float32), strict=True))
-            decisions += len(actions)
-            _, _, terminateds, truncateds, _ = env.step(actions)
-            if terminateds["__all__"] or truncateds["__all__"]:
-                env.reset()
-            steps += 1
-        elapsed = time.perf_counter() - start
-        exchanges = env.exchanges - exchanges
+        before = env.exchanges
+        rate, steps, decisions = multi_agent_steps_per_second(
+            env, lambda n: rng.uniform(-1, 1, (n, 2)).astype(np.float32), seconds
+        )
+        exchanges = env.exchanges - before
     finally:
         env.close()
-    return steps / elapsed, exchanges / elapsed, decisions / elapsed
+    return rate, rate * exchanges / steps, rate * decisions / steps
 
 
 def throughput(args: argparse.Namespace) -> None:

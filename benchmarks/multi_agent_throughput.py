@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import numpy as np
+from _timing import multi_agent_steps_per_second
 
 from rlrunner.entry.unity_env import MULTI_AGENT, make_unity_env, unity_env_config
 from rlrunner.envs import resolve_environment
@@ -53,19 +54,10 @@ def multi_agent_rate(seconds: float) -> tuple[float, float]:
     env = make_unity_env(config(True))
     rng = np.random.default_rng(0)
     try:
-        env.reset()
-        steps, decisions, start = 0, 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            actions = dict(zip(env.agents, rng.integers(0, 3, len(env.agents)).tolist(), strict=True))
-            decisions += len(actions)
-            _, _, terminateds, truncateds, _ = env.step(actions)
-            if terminateds["__all__"] or truncateds["__all__"]:
-                env.reset()
-            steps += 1
-        elapsed = time.perf_counter() - start
+        rate, steps, decisions = multi_agent_steps_per_second(env, lambda n: rng.integers(0, 3, n).tolist(), seconds)
     finally:
         env.close()
-    return steps / elapsed, decisions / elapsed
+    return rate, rate * decisions / steps
 
 
 def main() -> None:

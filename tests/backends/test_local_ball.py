@@ -11,45 +11,24 @@ either trivial policy scores.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from shared import EXPERIMENTS
+from shared import EXPERIMENTS, run_local_spec
 
-from rlrunner.backends import local
 from rlrunner.contract.checkpoints import CheckpointStore
-from rlrunner.loader import load_spec
 from rlrunner.processes import run_processes
-from rlrunner.runner import plan
 
 BALL = EXPERIMENTS / "ball_ppo.yaml"
 THRESHOLD = 30.0
 """Mean return the trained policy must reach; random actions score about 11, a flat platform about 16."""
 
 
-def run(spec: Path, tmp_path: Path, sessions: list[int], *overrides: str) -> tuple[Any, Path, str]:
-    experiment_spec, document = load_spec(spec, overrides)
-    job = plan(experiment_spec, spec_dir=document.base_dir, local=True)
-    run_dir = tmp_path / "run"
-    stream = io.StringIO()
-    result = local.run_local(
-        experiment_spec,
-        job,
-        spec_dir=document.base_dir,
-        run_dir=run_dir,
-        stream=stream,
-        on_start=lambda p: sessions.append(p.pid),
-    )
-    return result, run_dir, stream.getvalue()
-
-
 @pytest.mark.filterwarnings("ignore:distutils Version classes are deprecated:DeprecationWarning")
 def test_run_local_trains_ball_past_the_threshold_on_the_multi_agent_path(tmp_path: Path, sessions: list[int]) -> None:
-    result, run_dir, output = run(
+    result, run_dir, output = run_local_spec(
         BALL, tmp_path, sessions, "training.stop.timesteps=1600", "training.evaluation_episodes=12"
     )
     assert result.exit_code == 0, output[-4000:]
