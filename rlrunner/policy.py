@@ -30,6 +30,7 @@ from rlrunner.contract.model_dir import (
     ONNX_FILE,
     POLICIES_FILE,
 )
+from rlrunner.contract.unity_model import policy_name
 
 ActionKind = Literal["discrete", "multi_discrete", "box"]
 
@@ -273,11 +274,6 @@ def _policy_entry(model_dir: Path, name: str, entry: Any, where: str) -> PolicyE
     return PolicyEntry(name, relative.as_posix(), model_dir / relative, tuple(behaviors))
 
 
-def behavior_base(name: str) -> str:
-    """A behaviour name without its `?team=N` suffix."""
-    return name.split("?", 1)[0]
-
-
 class PolicySet:
     """The policies of a model dir: the one of a single-policy dir, or every policy `policies.json` lists.
 
@@ -327,11 +323,11 @@ class PolicySet:
         served_by = self.policy_of()
         if name in served_by:
             return [served_by[name]]
-        base = behavior_base(name)
+        base = policy_name(name)
         return sorted(
             policy
             for policy, behaviors in self.behaviors.items()
-            if policy == base or any(behavior_base(b) == base for b in behaviors)
+            if policy == base or any(policy_name(b) == base for b in behaviors)
         )
 
     def summary(self) -> str:

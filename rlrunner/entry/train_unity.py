@@ -58,7 +58,7 @@ from rlrunner.contract.errors import (
 from rlrunner.contract.experiment_env import CodecError, decode_experiment_env
 from rlrunner.contract.metrics import BEHAVIORS_KEY, POOLED_KEY, TENSORBOARD_TAGS, behavior_metric, format_metrics_line
 from rlrunner.contract.sagemaker_container import TENSORBOARD_DIR, ContainerEnv, read_container_env, resolve_player_path
-from rlrunner.contract.unity_model import behaviors_meta
+from rlrunner.contract.unity_model import behaviors_meta, policy_name
 from rlrunner.entry.curriculum import Curriculum, send_lessons
 from rlrunner.processes import become_subreaper, stop_descendants
 from rlrunner.schema import EnvironmentSpec, Experiment, StopSpec
@@ -428,7 +428,7 @@ class Returns:
 
     def of_behavior(self, name: str) -> dict[str, float]:
         """The means of the behaviour `name` names: itself, or without `?team=N` every team of it."""
-        return {full: mean for full, mean in self.behaviors.items() if name in (full, full.partition("?team=")[0])}
+        return {full: mean for full, mean in self.behaviors.items() if name in (full, policy_name(full))}
 
 
 def _target_met(criterion: str, target: float | Mapping[str, float] | None, returns: Returns) -> str | None:
@@ -465,7 +465,7 @@ def stop_reason(stop: StopSpec, progress: Progress, trained: Returns | None = No
 def check_stop_behaviors(stop: StopSpec, behaviors: Iterable[str]) -> None:
     """A behaviour named by a stop criterion must be in the scene (names with or without `?team=N`)."""
     present = set(behaviors)
-    known = present | {name.partition("?team=")[0] for name in present}
+    known = present | {policy_name(name) for name in present}
     for name, criteria in stop.behavior_targets().items():
         if name not in known:
             raise InvalidSpecError(
