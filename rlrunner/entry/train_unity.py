@@ -525,9 +525,8 @@ def iteration_metrics(result: Mapping[str, Any], progress: Progress) -> dict[str
         lifetime = runners.get("num_agent_steps_sampled_lifetime")  # by agent id
         if isinstance(lifetime, Mapping):
             values["agent_timesteps"] = int(sum(_float(v) or 0 for v in lifetime.values()))
-        for name, stats in sorted(behaviors.items()):
-            if isinstance(stats, Mapping):
-                values[behavior_metric(name)] = _float(stats.get("episode_return_mean"))
+        for name, mean in sorted(Returns.of(runners).behaviors.items()):
+            values[behavior_metric(name)] = mean
     return values
 
 

@@ -153,6 +153,8 @@ def test_stop_on_returns_per_behaviour_and_of_the_greedy_evaluation() -> None:
                            "Runner?team=0": {"episode_return_mean": 0.2}}}
     trained = train_unity.Returns.of(multi)
     assert trained.mean == 0.5 and set(trained.behaviors) == {"Walker?team=0", "Walker?team=1", "Runner?team=0"}
+    values = train_unity.iteration_metrics({"env_runners": multi}, progress)  # the metrics line reads the same means
+    assert (values["episode_return_mean"], values["episode_return_mean.Walker_team1"], values["episode_return_mean.Runner_team0"]) == (0.5, 0.85, 0.2)
     # a name without ?team=N covers every team: both must reach the value
     assert train_unity.stop_reason(StopSpec(episode_return_mean={"Walker": 0.9}), progress, trained) is None
     reached = train_unity.stop_reason(StopSpec(episode_return_mean={"Walker": 0.8}), progress, trained)
